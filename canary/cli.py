@@ -1,0 +1,180 @@
+"""The `canary` command line.
+
+Exit codes: 0 success (promoted), 1 any other error, 2 bad input, 3 rolled back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+from canary.exit_codes import BAD_INPUT, ERROR
+from canary.plan import ReleasePlan
+from canary.plan_file import PlanError, load_plan
+from canary.planner import Phase, PhaseKind, phases, routing_for
+
+DRY_RUN_ID = "dry-run"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(BAD_INPUT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in _PASS_THROUGH:
+        return _PASS_THROUGH[args[0]](args[1:])
+    parsed = _parser().parse_args(args)
+    try:
+        return parsed.handler(parsed)
+    except PlanError as exc:
+        print(exc, file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print("canary: interrupted", file=sys.stderr)
+        return ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="canary", description="Canary releases on Kubernetes with Istio.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = sub.add_parser("validate", help="check plan files")
+    validate.add_argument("plans", nargs="+", metavar="PLAN")
+    validate.set_defaults(handler=_validate)
+
+    plan = sub.add_parser("plan", help="show every phase's routing, without a cluster")
+    plan.add_argument("plan", metavar="PLAN")
+    plan.add_argument("-o", "--output", choices=["yaml", "table"], default="table")
+    plan.set_defaults(handler=_plan)
+
+    for name, handler in _RUNNERS.items():
+        handler(sub.add_parser(name, help=_RUNNER_HELP[name]))
+    return parser
+
+
+# --- validate and plan --------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.plans:
+        try:
+            load_plan(path)
+        except PlanError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+        else:
+            print(f"{path}: ok")
+    return BAD_INPUT if failed else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    if args.output == "yaml":
+        print(plan_yaml(plan), end="")
+    else:
+        print(plan_table(plan))
+    return 0
+
+
+def plan_yaml(plan: ReleasePlan, release_id: str = DRY_RUN_ID) -> str:
+    documents = []
+    for phase in phases(plan):
+        routing = routing_for(plan, phase, release_id)
+        documents.append(
+            {
+                "phase": phase.name,
+                "canaryWeight": phase.canary_weight,
+                "deployments": deployment_actions(plan, phase),
+                "virtualService": routing.virtual_service,
+                "destinationRule": routing.destination_rule,
+            }
+        )
+    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+
+
+def plan_table(plan: ReleasePlan) -> str:
+    rows = [("PHASE", plan.stable.version, plan.canary.version, "HOLD", "DEPLOYMENTS")]
+    for phase in phases(plan):
+        routes = "header match" if phase.kind is PhaseKind.HEADER_ROUTE else ""
+        routes = "test header" if phase.kind is PhaseKind.TEST else routes
+        canary = f"{phase.canary_weight}%" + (f" + {routes}" if routes else "")
+        hold = f"{phase.hold:g}s" if phase.hold else "-"
+        actions = "; ".join(deployment_actions(plan, phase)) or "-"
+        rows.append((phase.name, f"{100 - phase.canary_weight}%", canary, hold, actions))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def deployment_actions(plan: ReleasePlan, phase: Phase) -> list[str]:
+    if phase.kind is PhaseKind.DEPLOY:
+        source = f"image {plan.canary.image}" if plan.canary.image else "the plan's manifest"
+        return [
+            f"create {plan.canary_deployment} from {plan.stable_deployment} with {source}",
+            f"wait until ready (deadline {plan.timeouts.readiness:g}s)",
+        ]
+    if phase.kind is PhaseKind.CLEANUP:
+        verb = "delete" if plan.cleanup.action == "delete" else "scale to zero"
+        delay = f" after {plan.cleanup.delay:g}s" if plan.cleanup.delay else ""
+        return [f"{verb} {plan.stable_deployment}{delay}"]
+    return []
+
+
+# --- commands that run releases or the sandbox (imported on use) --------------------
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", metavar="PLAN")
+    parser.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG or in-cluster")
+    parser.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
+    parser.add_argument("--mesh-url", metavar="URL", help="where test checks are sent")
+    parser.add_argument("--release-id", metavar="ID", help="default: the flow run id")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from canary.runner import run_command
+
+    return run_command(args)
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario", default="healthy", help="healthy, faulty, slow, unready or a file"
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sandbox.demo import demo_command
+
+    return demo_command(args)
+
+
+def _sandbox(argv: list[str]) -> int:
+    from sandbox.cli import sandbox_main
+
+    return sandbox_main(argv)
+
+
+_RUNNERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": _add_run,
+    "demo": _add_demo,
+}
+_RUNNER_HELP = {
+    "run": "run a release against the cluster the kubeconfig names",
+    "demo": "run the BookInfo release on the built-in sandbox",
+}
+# Commands with their own argument parsing.
+_PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"sandbox": _sandbox}

@@ -1,0 +1,47 @@
+"""Durations as plans write them ("30s", "1m30s", "500ms", or a number of seconds)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a duration; raises ValueError with the accepted forms."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 1m or 500ms")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 30s, 1m or 500ms")
+    text = value.strip()
+    parts = _PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration; use forms such as 30s, 1m30s or 500ms")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest whole-unit form, as PromQL range selectors want it."""
+    millis = round(seconds * 1000)
+    if millis % 3_600_000 == 0 and millis:
+        return f"{millis // 3_600_000}h"
+    if millis % 60_000 == 0 and millis:
+        return f"{millis // 60_000}m"
+    if millis % 1000 == 0:
+        return f"{millis // 1000}s"
+    return f"{millis}ms"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]

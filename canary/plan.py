@@ -1,0 +1,307 @@
+"""The release plan: one YAML file, validated by these pydantic models.
+
+Field names follow Flagger's where the meaning is the same (interval, threshold,
+stepWeights, stepWeight, maxWeight, match, thresholdRange).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from canary.durations import Duration
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+FIELD_MARK = "\u00a7"
+
+
+def field_error(path: str, message: str) -> ValueError:
+    """A cross-field error that names the field it is about, relative to the model."""
+    return ValueError(f"{FIELD_MARK}{path}{FIELD_MARK}{message}")
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS1123_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes name (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)"
+        )
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if not _DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid host name")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not value or not _LABEL_VALUE.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes label value")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"{value!r} is not an HTTP header name")
+    return value.lower()
+
+
+Name = Annotated[str, AfterValidator(_dns_label)]
+Host = Annotated[str, AfterValidator(_dns_subdomain)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+Weight = Annotated[int, Field(gt=0, lt=100)]
+
+
+class Model(BaseModel):
+    """Strict camelCase models: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+# --- Istio's HTTPMatchRequest, the subset a release needs ----------------------------
+
+
+class StringMatch(Model):
+    """Istio's StringMatch: exactly one of exact, prefix or regex."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StringMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of exact, prefix or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        return self
+
+
+class HttpMatch(Model):
+    """Istio's HTTPMatchRequest: headers and uri; cookies are a regex on the cookie header."""
+
+    headers: dict[HeaderName, StringMatch] = Field(default_factory=dict)
+    uri: StringMatch | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> HttpMatch:
+        if not self.headers and self.uri is None:
+            raise ValueError("a match needs headers or uri")
+        return self
+
+
+# --- Versions and routing -------------------------------------------------------------
+
+
+class StableSpec(Model):
+    version: LabelValue
+    deployment: Name | None = Field(None, description="Defaults to <service>-<version>.")
+
+
+class CanarySpec(Model):
+    version: LabelValue
+    image: str | None = Field(None, description="Clone the stable Deployment with this image.")
+    manifest: dict[str, Any] | None = Field(None, description="A full Deployment manifest.")
+    deployment: Name | None = Field(None, description="Defaults to <service>-<version>.")
+
+    @model_validator(mode="after")
+    def _image_or_manifest(self) -> CanarySpec:
+        if (self.image is None) == (self.manifest is None):
+            raise ValueError("give the canary as either image or manifest")
+        if self.manifest is not None and self.manifest.get("kind") != "Deployment":
+            raise field_error("manifest.kind", "the manifest must be a Deployment")
+        return self
+
+
+class RoutingSpec(Model):
+    virtual_service: Name | None = Field(None, description="Defaults to the service name.")
+    destination_rule: Name | None = Field(None, description="Defaults to the service name.")
+    host: Host | None = Field(None, description="The VirtualService host; defaults to service.")
+    version_label: str = Field("version", description="Pod label that tells versions apart.")
+    routes: list[str] = Field(
+        default_factory=list,
+        description="Names of the http routes to split; default: every route to the host.",
+    )
+
+
+# --- Phases ---------------------------------------------------------------------------
+
+
+class HttpCheck(Model):
+    name: str
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: str = "/"
+    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    body: str | None = None
+    expect_status: int = Field(200, ge=100, le=599)
+    body_contains: str | None = None
+    count: int = Field(1, ge=1, le=10_000)
+    max_failures: int = Field(0, ge=0)
+    timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _failures_below_count(self) -> HttpCheck:
+        if not self.path.startswith("/"):
+            raise field_error("path", "must start with '/'")
+        if self.max_failures >= self.count:
+            raise field_error("maxFailures", "must be below count, or the check cannot fail")
+        return self
+
+
+class CommandCheck(Model):
+    name: str
+    run: str = Field(description="A shell command; exit 0 passes.")
+    timeout: Duration = 60.0
+
+
+class TestsSpec(Model):
+    header: HeaderName = Field(
+        "x-canary-test", description="Requests with this header set to the run id reach the canary."
+    )
+    base_url: str | None = Field(
+        None, description="Where checks are sent; default http://<host>.<namespace>.svc:<port>."
+    )
+    port: int = Field(80, ge=1, le=65535)
+    checks: list[HttpCheck] = Field(default_factory=list)
+    commands: list[CommandCheck] = Field(default_factory=list)
+
+
+class HeaderRouteSpec(Model):
+    match: list[HttpMatch] = Field(min_length=1)
+    hold: Duration = 0.0
+
+
+class Step(Model):
+    weight: Weight
+    hold: Duration | None = Field(None, description="Defaults to analysis.interval.")
+
+
+class AnalysisSpec(Model):
+    interval: Duration = Field(60.0, description="How often checks run; also the default hold.")
+    threshold: int = Field(1, ge=1, description="Failed checks in a row that roll back.")
+    step_weights: list[Weight] | None = Field(None, min_length=1)
+    step_weight: Weight | None = None
+    max_weight: Weight | None = None
+
+    @model_validator(mode="after")
+    def _one_step_form(self) -> AnalysisSpec:
+        if self.interval < 1:
+            raise field_error("interval", "must be at least 1s")
+        if self.step_weights is not None and self.step_weight is not None:
+            raise field_error("stepWeight", "give stepWeights or stepWeight, not both")
+        if self.step_weight is not None and self.max_weight is None:
+            raise field_error("maxWeight", "stepWeight needs maxWeight")
+        _increasing("stepWeights", self.step_weights or [])
+        return self
+
+
+def _increasing(path: str, weights: list[int]) -> None:
+    for index, (before, after) in enumerate(itertools.pairwise(weights), start=1):
+        if after <= before:
+            raise field_error(f"{path}[{index}]", f"weights must increase ({after} after {before})")
+
+
+class PromotionSpec(Model):
+    hold: Duration = Field(0.0, description="How long 100% on the canary is watched.")
+
+
+class CleanupSpec(Model):
+    action: Literal["delete", "scaleToZero"] = "delete"
+    delay: Duration = 0.0
+
+
+class RollbackSpec(Model):
+    canary_action: Literal["delete", "scaleToZero"] = "delete"
+
+
+class TimeoutsSpec(Model):
+    readiness: Duration = Field(600.0, description="Deadline for the canary to become ready.")
+
+
+class ReleasePlan(Model):
+    """A canary release of one service from its stable version to a canary version."""
+
+    namespace: Name = "default"
+    service: Name
+    stable: StableSpec
+    canary: CanarySpec
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    tests: TestsSpec = Field(default_factory=TestsSpec)
+    header_route: HeaderRouteSpec | None = None
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    steps: list[Step] | None = Field(None, min_length=1)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
+    rollback: RollbackSpec = Field(default_factory=RollbackSpec)
+    timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReleasePlan:
+        if self.stable.version == self.canary.version:
+            raise field_error("canary.version", "must differ from stable.version")
+        if self.steps is not None and (
+            self.analysis.step_weights is not None or self.analysis.step_weight is not None
+        ):
+            raise field_error("steps", "give steps or analysis.stepWeights/stepWeight, not both")
+        _increasing("steps", [s.weight for s in self.steps or []])
+        return self
+
+    # --- derived names ---------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self.routing.host or self.service
+
+    @property
+    def virtual_service(self) -> str:
+        return self.routing.virtual_service or self.service
+
+    @property
+    def destination_rule(self) -> str:
+        return self.routing.destination_rule or self.service
+
+    @property
+    def stable_deployment(self) -> str:
+        return self.stable.deployment or f"{self.service}-{self.stable.version}"
+
+    @property
+    def canary_deployment(self) -> str:
+        manifest_name = (self.canary.manifest or {}).get("metadata", {}).get("name")
+        return self.canary.deployment or manifest_name or f"{self.service}-{self.canary.version}"
+
+    def weighted_steps(self) -> list[Step]:
+        """The weighted steps in order, whichever form the plan used."""
+        if self.steps is not None:
+            return list(self.steps)
+        a = self.analysis
+        if a.step_weights is not None:
+            return [Step(weight=w) for w in a.step_weights]
+        if a.step_weight is not None and a.max_weight is not None:
+            return [Step(weight=w) for w in range(a.step_weight, a.max_weight + 1, a.step_weight)]
+        return []
+
+    def hold_of(self, step: Step) -> float:
+        return self.analysis.interval if step.hold is None else step.hold

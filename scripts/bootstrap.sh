@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need: Prometheus (Debian's package) and a virtualenv
+# in .venv with the project and its development tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  echo "bootstrap: installing Debian's prometheus package"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# The package starts a system-wide Prometheus on :9090; the project starts its own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+echo "bootstrap: ready ($(.venv/bin/python --version), $(prometheus --version 2>&1 | head -1))"
