@@ -99,7 +99,7 @@ class IngressServer:
         return f"http://{host}:{port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="mesh-ingress", daemon=True)
         self._thread.start()
 

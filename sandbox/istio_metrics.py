@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sandbox.mesh_routing import UNKNOWN, RouteResult
@@ -109,6 +109,15 @@ def istio_labels(reporter: str, source: Source, result: RouteResult, status: int
     }
 
 
+def _labelled(result: RouteResult) -> RouteResult:
+    """The result without what no label shows, so one label set is one series.
+
+    Results that differ only by subset or reason (e.g. before and after a VirtualService
+    names the subset) would otherwise be exposed as duplicate series.
+    """
+    return replace(result, subset=None, reason="")
+
+
 def _label_text(labels: dict[str, str]) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
 
@@ -120,6 +129,7 @@ class IstioMetrics:
         self._lock = threading.Lock()
         self._counts: dict[_Key, _Histogram] = {}
         self._labels: dict[tuple[str, _Key], str] = {}
+        self._series_of: dict[RouteResult, RouteResult] = {}
 
     def record(self, source: Source, result: RouteResult, status: int, latency_ms: float
                ) -> None:
@@ -129,9 +139,12 @@ class IstioMetrics:
     def record_many(self, requests: Iterable[tuple[Source, RouteResult, int, float]]
                     ) -> None:
         with self._lock:
-            counts = self._counts
+            counts, series_of = self._counts, self._series_of
             for source, result, status, latency in requests:
-                key = (source, result, status)
+                labelled = series_of.get(result)
+                if labelled is None:
+                    labelled = series_of[result] = _labelled(result)
+                key = (source, labelled, status)
                 hist = counts.get(key)
                 if hist is None:
                     hist = counts[key] = _Histogram()
@@ -204,7 +217,7 @@ class MetricsHTTPServer:
         return f"{host}:{port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="istio-metrics-http", daemon=True)
         self._thread.start()
 

@@ -411,9 +411,29 @@ def destination_rule_spec() -> Schema:
 
 
 # ------------------------------------------------------------- whole objects
+def int_or_string() -> Schema:
+    return {"anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True}
+
+
 def status_schema() -> Schema:
-    # Written by Istio's controllers; kept open as Istio's CRDs keep it.
-    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    # Written by Istio's controllers; typed but open to new fields, as Istio keeps it.
+    condition = obj({
+        "type": string(), "status": string(), "reason": string(), "message": string(),
+        "lastProbeTime": string(format="date-time"),
+        "lastTransitionTime": string(format="date-time"),
+        "observedGeneration": int_or_string(),
+    })
+    message = obj({
+        "type": obj({"name": string(), "code": string()}),
+        "level": enum("UNKNOWN", "ERROR", "WARNING", "INFO"),
+        "documentationUrl": string(),
+    })
+    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {
+        "conditions": array(condition),
+        "validationMessages": array(message),
+        "observedGeneration": int_or_string(),
+    }}
 
 
 def resource_schema(kind: str) -> Schema:

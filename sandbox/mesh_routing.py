@@ -39,7 +39,9 @@ The routing table is rebuilt from the store only when ``store.revision()`` chang
 from __future__ import annotations
 
 import bisect
+import copy
 import functools
+import math
 import random
 import re
 import threading
@@ -80,7 +82,7 @@ class RouteResult:
     @property
     def outcome(self) -> str:
         """The workload that served the request, or the status the mesh answered."""
-        return self.workload if self.status is None else str(self.status)
+        return (self.workload or UNKNOWN) if self.status is None else str(self.status)
 
 
 class Request:
@@ -263,10 +265,12 @@ class _Weighted(Generic[T]):
         for w in weights:
             acc += w / total
             self.cumulative.append(acc)
+        # Rounding must not let a draw fall past the last item that has weight.
+        last = max(i for i, w in enumerate(weights) if w > 0)
+        self.cumulative[last:] = [math.inf] * (len(weights) - last)
 
     def pick(self, draw: float) -> T:
-        i = bisect.bisect_right(self.cumulative, draw)
-        return self.items[min(i, len(self.items) - 1)]
+        return self.items[bisect.bisect_right(self.cumulative, draw)]
 
     def shares(self) -> list[tuple[T, float]]:
         total = sum(self.weights)
@@ -445,6 +449,8 @@ class RoutingTable:
         for item, share in self._select(request).shares():
             pairs = [(item, 1.0)] if isinstance(item, RouteResult) else item.shares()
             for result, sub in pairs:
+                if share * sub <= 0:
+                    continue
                 out[result.outcome] = out.get(result.outcome, 0.0) + share * sub
         return out
 
@@ -456,7 +462,8 @@ class RoutingTable:
         return {
             "revision": self.revision,
             "services": {fqdn(*svc): dict(sel) for svc, sel in self.selectors.items()},
-            "virtualServiceRoutes": {fqdn(*svc): list(specs)
+            # Copies: the specs may be the store's shared objects.
+            "virtualServiceRoutes": {fqdn(*svc): copy.deepcopy(specs)
                                      for svc, specs in self.route_specs.items()},
             "subsets": {fqdn(*svc): dict(s) for svc, s in self.subsets.items()},
             "readyWorkloads": {f"{ns}/{name}": w.ready_replicas

@@ -58,6 +58,8 @@ def _apply_op(doc: Any, op: Any) -> Any:
     if kind == "remove":
         return _remove(doc, path)[0]
     if kind == "replace":
+        if path == "":
+            return clone(op["value"])
         _resolve(doc, path)  # must exist
         return _add(_remove(doc, path)[0], path, clone(op["value"]))
     if kind in ("move", "copy"):

@@ -77,7 +77,7 @@ class VersionBehaviour:
 
 def _check(ok: bool, name: str, problem: str) -> None:
     if not ok:
-        raise ValueError(f"{name} {problem}")
+        raise ValueError(f"{name}: {problem}")
 
 
 BASELINE = VersionBehaviour(error_rate=0.001, latency_median_ms=20.0, latency_p99_ms=60.0,
@@ -118,10 +118,17 @@ BUILTIN_SCENARIOS: dict[str, Scenario] = {
 }
 
 # YAML field -> (VersionBehaviour field, converter)
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
 _FIELDS: dict[str, tuple[str, Any]] = {
-    "errorRate": ("error_rate", float),
-    "latencyMedianMs": ("latency_median_ms", float),
-    "latencyP99Ms": ("latency_p99_ms", float),
+    "errorRate": ("error_rate", _number),
+    "latencyMedianMs": ("latency_median_ms", _number),
+    "latencyP99Ms": ("latency_p99_ms", _number),
     "startupDelaySeconds": ("startup_delay_s", parse_duration),
     "neverReady": ("never_ready", None),
     "after": ("after_s", parse_duration),
@@ -192,6 +199,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise ValueError(f"{path}: not valid YAML: {first}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     return scenario_from_dict(data, str(path))

@@ -11,6 +11,7 @@ than a second's worth it drops the backlog instead of bursting.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -21,6 +22,8 @@ from typing import Any
 from sandbox.istio_metrics import IstioMetrics, Source
 from sandbox.mesh_routing import MeshRouter, Request, RouteResult, RoutingTable, Store
 from sandbox.scenarios import Scenario, VersionBehaviour, load_scenario
+
+log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 MAX_BACKLOG_S = 1.0
@@ -122,7 +125,10 @@ class TrafficSimulator:
                 done += due - backlog_cap  # too far behind: skip, never burst
                 due = backlog_cap
             if due > 0:
-                self.send(due)
+                try:
+                    self.send(due)
+                except Exception:  # keep the traffic flowing; the next tick retries
+                    log.exception("simulated traffic tick failed")
                 done += due
 
     # traffic

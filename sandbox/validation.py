@@ -133,7 +133,8 @@ CEL_RULES: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _cel(validator: Any, rules: list[dict], instance: Any, schema: dict) -> Iterable[ValidationError]:
+def _cel(validator: Any, rules: list[dict], instance: Any, schema: dict
+         ) -> Iterable[ValidationError]:
     for rule in rules:
         check = CEL_RULES.get(re.sub(r"\s+", "", rule.get("rule", "")))
         if check is None:

@@ -1,0 +1,128 @@
+"""``canary sandbox``: run the emulated cluster in the foreground.
+
+Starts the sandbox with BookInfo preloaded, waits until its Deployments are ready, writes
+a kubeconfig for it and prints its addresses, one per line::
+
+    api        http://127.0.0.1:PORT
+    ingress    http://127.0.0.1:PORT
+    metrics    http://127.0.0.1:PORT/metrics
+    kubeconfig /abs/path/.runtime/sandbox.kubeconfig
+
+SIGINT or SIGTERM stops it cleanly (exit 0). Bad flags or inputs: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandbox.server import Sandbox
+
+DEFAULT_KUBECONFIG = Path(".runtime") / "sandbox.kubeconfig"
+BAD_INPUT = 2
+ERROR = 1
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+_port.__name__ = "port"  # argparse names the type in its error message
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="canary sandbox",
+                     description="Run the emulated Kubernetes + Istio sandbox on 127.0.0.1.")
+    parser.add_argument("--scenario", default="healthy", metavar="NAME|FILE",
+                        help="built-in scenario (healthy, faulty, slow, unready) or a YAML file")
+    parser.add_argument("--kubeconfig", type=Path, default=DEFAULT_KUBECONFIG, metavar="PATH",
+                        help=f"where to write the kubeconfig (default: {DEFAULT_KUBECONFIG})")
+    parser.add_argument("--namespace", default="default", help="namespace of BookInfo")
+    parser.add_argument("--api-port", type=_port, default=0, metavar="N")
+    parser.add_argument("--ingress-port", type=_port, default=0, metavar="N")
+    parser.add_argument("--metrics-port", type=_port, default=0, metavar="N")
+    parser.add_argument("--seed", type=int, default=None, metavar="N")
+    parser.add_argument("--rps", type=float, default=50.0, metavar="N",
+                        help="simulated requests per second to reviews (default: 50)")
+    parser.add_argument("--startup-delay", type=float, default=None, metavar="SECONDS",
+                        help="start-up delay of every version, instead of the scenario's")
+    parser.add_argument("--istio-crds", default=None, metavar="FILE",
+                        help="validate Istio objects against this CRD file instead of the "
+                             "built-in schema")
+    return parser
+
+
+def sandbox_main(argv: Sequence[str]) -> int:
+    try:
+        args = _parser().parse_args(list(argv))
+        if args.rps < 0 or (args.startup_delay is not None and args.startup_delay < 0):
+            raise _UsageError("--rps and --startup-delay cannot be negative")
+        if args.istio_crds and not Path(args.istio_crds).is_file():
+            raise _UsageError(f"--istio-crds: no such file: {args.istio_crds}")
+        from sandbox.server import Sandbox  # the heavy imports only once the flags are good
+
+        box = Sandbox(args.scenario, namespace=args.namespace, api_port=args.api_port,
+                      ingress_port=args.ingress_port, metrics_port=args.metrics_port,
+                      seed=args.seed, rps=args.rps, startup_delay_s=args.startup_delay,
+                      istio_crds=args.istio_crds)
+    except _UsageError as exc:
+        print(f"canary sandbox: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    except (ValueError, OSError) as exc:
+        print(f"canary sandbox: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    return _run(box, args.kubeconfig)
+
+
+def _run(box: Sandbox, kubeconfig: Path) -> int:
+    stop = threading.Event()
+    _on_signals(stop)
+    try:
+        box.start()
+    except OSError as exc:  # e.g. a port already in use
+        print(f"canary sandbox: error: {exc}", file=sys.stderr)
+        return ERROR
+    try:
+        if not box.wait_ready(timeout=30):
+            print("canary sandbox: warning: BookInfo is not ready yet", file=sys.stderr)
+        path = box.write_kubeconfig(kubeconfig).resolve()
+        print(f"api        {box.api_url}", flush=True)
+        print(f"ingress    {box.ingress_url}", flush=True)
+        print(f"metrics    {box.metrics_url}", flush=True)
+        print(f"kubeconfig {path}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        box.stop()
+    return 0
+
+
+def _on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def main() -> None:
+    sys.exit(sandbox_main(sys.argv[1:]))
