@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from canary.analysis.spec import JudgeSpec, MetricCheck, NoDataSpec, PrometheusSpec, check_analysis
+from canary.approvals.spec import Gate, Notifications, gate_problems
 from canary.durations import Duration
+from canary.models import Model
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -36,7 +36,7 @@ def field_error(path: str, message: str) -> ValueError:
 
 
 def _dns_label(value: str) -> str:
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a Kubernetes name (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
@@ -45,19 +45,19 @@ def _dns_label(value: str) -> str:
 
 
 def _dns_subdomain(value: str) -> str:
-    if not _DNS1123_SUBDOMAIN.match(value):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid host name")
     return value
 
 
 def _label_value(value: str) -> str:
-    if not value or not _LABEL_VALUE.match(value):
+    if not value or not _LABEL_VALUE.fullmatch(value):
         raise ValueError(f"{value!r} is not a Kubernetes label value")
     return value
 
 
 def _header_name(value: str) -> str:
-    if not _HEADER_NAME.match(value):
+    if not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not an HTTP header name")
     return value.lower()
 
@@ -67,14 +67,6 @@ Host = Annotated[str, AfterValidator(_dns_subdomain)]
 LabelValue = Annotated[str, AfterValidator(_label_value)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 Weight = Annotated[int, Field(gt=0, lt=100)]
-
-
-class Model(BaseModel):
-    """Strict camelCase models: unknown fields are errors, not silently ignored."""
-
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
-    )
 
 
 # --- Istio's HTTPMatchRequest, the subset a release needs ----------------------------
@@ -202,9 +194,16 @@ class Step(Model):
 class AnalysisSpec(Model):
     interval: Duration = Field(60.0, description="How often checks run; also the default hold.")
     threshold: int = Field(1, ge=1, description="Failed checks in a row that roll back.")
+    max_failures: int | None = Field(
+        None, ge=1, description="Failed checks in all that roll back; defaults to threshold."
+    )
     step_weights: list[Weight] | None = Field(None, min_length=1)
     step_weight: Weight | None = None
     max_weight: Weight | None = None
+    metrics: list[MetricCheck] = Field(default_factory=list)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    no_data: NoDataSpec = Field(default_factory=NoDataSpec)
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
 
     @model_validator(mode="after")
     def _one_step_form(self) -> AnalysisSpec:
@@ -215,7 +214,13 @@ class AnalysisSpec(Model):
         if self.step_weight is not None and self.max_weight is None:
             raise field_error("maxWeight", "stepWeight needs maxWeight")
         _increasing("stepWeights", self.step_weights or [])
+        check_analysis(self.metrics, self.judge, self.threshold, self.max_failures)
         return self
+
+    @property
+    def failure_limit(self) -> int:
+        """Failed checks in all that roll back (Flagger counts them cumulatively)."""
+        return self.max_failures if self.max_failures is not None else self.threshold
 
 
 def _increasing(path: str, weights: list[int]) -> None:
@@ -257,6 +262,8 @@ class ReleasePlan(Model):
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+    gates: list[Gate] = Field(default_factory=list, description="Human approvals.")
+    notifications: Notifications = Field(default_factory=Notifications)
 
     @model_validator(mode="after")
     def _consistent(self) -> ReleasePlan:
@@ -267,7 +274,16 @@ class ReleasePlan(Model):
         ):
             raise field_error("steps", "give steps or analysis.stepWeights/stepWeight, not both")
         _increasing("steps", [s.weight for s in self.steps or []])
+        problems = gate_problems(self.gates, self._gate_places())
+        if problems:
+            raise field_error(*problems[0])
         return self
+
+    def _gate_places(self) -> list[str]:
+        # The planner's phases a gate may stand before (the planner imports this module).
+        header = ["header-route"] if self.header_route is not None else []
+        steps = [f"step-{i}" for i in range(1, len(self.weighted_steps()) + 1)]
+        return [*header, *steps, "promote", "cleanup"]
 
     # --- derived names ---------------------------------------------------------------
 

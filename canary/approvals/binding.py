@@ -1,0 +1,53 @@
+"""Signed button values: which paused run and which gate a Slack button decides.
+
+A button's `value` travels through Slack and comes back in the click; anyone who can
+edit the payload could point it at another run. The value therefore carries an HMAC over
+(run id, gate key), and the listener refuses values whose MAC does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+_VERSION = "c1"
+_SEP = "|"
+
+
+class BindingError(ValueError):
+    """A button value that was not issued by this pipeline (or was edited)."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    run_id: str
+    gate: str
+
+
+def binding_key() -> str | None:
+    """The MAC key: CANARY_BINDING_KEY if set, else the Slack signing secret."""
+    return os.environ.get("CANARY_BINDING_KEY") or os.environ.get("SLACK_SIGNING_SECRET")
+
+
+def sign_binding(run_id: str, gate: str, key: str) -> str:
+    if _SEP in run_id or _SEP in gate:
+        raise ValueError("run id and gate key cannot contain '|'")
+    return _SEP.join((_VERSION, run_id, gate, _mac(run_id, gate, key)))
+
+
+def verify_binding(value: str, key: str) -> Binding:
+    parts = value.split(_SEP)
+    if len(parts) != 4 or parts[0] != _VERSION:
+        raise BindingError("not a canary approval button")
+    _, run_id, gate, mac = parts
+    if not hmac.compare_digest(mac, _mac(run_id, gate, key)):
+        raise BindingError("the button's value does not match its signature")
+    return Binding(run_id, gate)
+
+
+def _mac(run_id: str, gate: str, key: str) -> str:
+    # Domain-separated so the same secret never signs anything Slack-shaped.
+    message = f"canary-approval-binding\n{run_id}\n{gate}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()

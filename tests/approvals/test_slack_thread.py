@@ -1,0 +1,163 @@
+"""One Slack thread per release, kept up to date, and Slack trouble never stalls a release."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prefect.flow_runs import resume_flow_run
+
+from canary.events import EventKind, ReleaseEvent
+from canary.notify.slack import SlackNotifier, slack_client, slack_notifier_from_env
+from tests.approvals.gate_flows import GatedRun
+from tests.support.slack_stub import BOT_TOKEN, SlackStub
+from tests.support.waiting import wait_until
+
+APPROVER = "U0APPROVER"
+GATE = {"before": "promote", "approvers": {"users": [APPROVER]}, "timeout": "60s"}
+# phase-started, phase-finished, approval-requested, approval-given, weight-changed
+EVENTS = 5
+
+pytestmark = pytest.mark.usefixtures("slack_env")
+
+
+@pytest.fixture
+def notifier(stub: SlackStub, monkeypatch: pytest.MonkeyPatch) -> SlackNotifier:
+    monkeypatch.setenv("PREFECT_UI_URL", "http://127.0.0.1:4200")
+    return SlackNotifier("#releases", slack_client(BOT_TOKEN, stub.url))
+
+
+def approve(run: GatedRun) -> None:
+    run.wait_paused("gate-promote")
+    resume_flow_run(run.run_id, run_input={"decision": "approve", "approver": APPROVER})
+
+
+def parents(stub: SlackStub) -> list[Any]:
+    return [c for c in stub.calls_to("chat.postMessage") if "thread_ts" not in c.params]
+
+
+def test_one_parent_per_release_updated_in_place_with_one_reply_per_transition(stub, notifier):
+    run = GatedRun(GATE, notifier)
+    approve(run)
+    assert run.finish().is_completed()
+    wait_until(
+        lambda: len(stub.calls_to("chat.postMessage")) == 1 + EVENTS, 10, message="every reply"
+    )
+    [parent] = parents(stub)
+    ts, channel = parent.response["ts"], parent.response["channel"]
+    replies = stub.replies(ts)
+    kinds = [r.params["text"].split(" - ")[0] for r in replies]
+    assert kinds == [
+        "header-route: phase-started",
+        "header-route: phase-finished",
+        "promote: approval-requested",
+        "promote: approval-given",
+        "step-1: weight-changed",
+    ]
+    parent_updates = [c for c in stub.calls_to("chat.update") if c.params["ts"] == ts]
+    assert len(parent_updates) == EVENTS - 1
+    shown = str(stub.messages[(channel, ts)]["blocks"])
+    assert (
+        "*Phase*\\nstep-1" in shown
+        and "*Canary v2*\\n20%" in shown
+        and "*Stable v1*\\n80%" in shown
+    )
+    assert f"http://127.0.0.1:4200/flow-runs/flow-run/{run.run_id}" in shown
+    # The request loses its buttons once decided, and says how.
+    request = replies[2].response
+    closed = stub.messages[(channel, request["ts"])]
+    assert not any(b["type"] == "actions" for b in closed["blocks"])
+    assert f"approved by {APPROVER}" in str(closed["blocks"])
+
+
+def test_each_release_gets_its_own_thread(stub, notifier):
+    first, second = GatedRun(GATE, notifier), None
+    approve(first)
+    first.finish()
+    second = GatedRun(GATE, notifier)
+    approve(second)
+    second.finish()
+    wait_until(
+        lambda: len(stub.calls_to("chat.postMessage")) == 2 * (1 + EVENTS),
+        10,
+        message="both threads",
+    )
+    a, b = parents(stub)
+    assert first.release_id in str(a.params["blocks"]) and second.release_id in str(
+        b.params["blocks"]
+    )
+    assert len(stub.replies(a.response["ts"])) == len(stub.replies(b.response["ts"])) == EVENTS
+
+
+def test_rate_limits_and_server_errors_are_retried_and_the_release_completes(stub, notifier):
+    stub.fail_next(429, 1, retry_after=1)
+    stub.fail_next(500, 1)
+    run = GatedRun(GATE, notifier)
+    approve(run)
+    assert run.finish().is_completed()
+    wait_until(
+        lambda: len(stub.calls_to("chat.postMessage")) == 1 + EVENTS,
+        15,
+        message="every message, after retries",
+    )
+    limited, failed = stub.calls_to("chat.postMessage", ok=False)
+    assert (limited.status, failed.status) == (429, 500)
+    first_ok = stub.calls_to("chat.postMessage")[0]
+    assert first_ok.at - limited.at >= 1.0, "Retry-After was not honoured"
+    assert len(parents(stub)) == 1
+
+
+def test_slack_down_does_not_stall_or_fail_the_release(stub, notifier):
+    stub.fail_next(500, 1000)
+    started = time.monotonic()
+    run = GatedRun(GATE, notifier)
+    approve(run)
+    assert run.finish().is_completed()
+    # The first event waits at most the fan-out's 2 s; later ones skip Slack while it is down.
+    assert time.monotonic() - started < 8
+    assert not stub.calls_to("chat.postMessage")
+    stub.reset()
+
+
+def event(kind: EventKind, phase: str, weight: int | None = None) -> ReleaseEvent:
+    return ReleaseEvent(
+        release_id="r1",
+        service="reviews",
+        namespace="default",
+        stable_version="v1",
+        canary_version="v2",
+        kind=kind,
+        phase=phase,
+        canary_weight=weight,
+    )
+
+
+def test_the_notifier_never_raises_and_catches_up_after_an_outage(stub, notifier):
+    notifier.cooldown = 0.3
+    stub.fail_next(500, 3)  # one call and its two retries
+    notifier.notify(event(EventKind.PHASE_STARTED, "isolate"))
+    assert len(stub.calls) == 3 and not stub.calls_to("chat.postMessage")
+    notifier.notify(event(EventKind.WEIGHT_CHANGED, "step-1", 20))  # skipped: Slack just failed
+    assert len(stub.calls) == 3
+    time.sleep(0.3)  # the cooldown itself
+    notifier.notify(event(EventKind.PHASE_FINISHED, "step-1"))
+    [parent, reply] = stub.calls_to("chat.postMessage")
+    assert "*Canary v2*\\n20%" in str(parent.params["blocks"])
+    assert reply.params["thread_ts"] == parent.response["ts"]
+
+
+def test_without_slack_configured_nothing_is_sent(monkeypatch):
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.setattr("canary.notify.slack._secret_token", lambda: None)
+    assert slack_notifier_from_env("#releases") is None
+
+
+def test_the_bot_token_may_come_from_a_prefect_secret(stub, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    Secret(value=BOT_TOKEN).save("slack-bot-token", overwrite=True)
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    notifier = slack_notifier_from_env("#releases")
+    assert notifier is not None
+    assert notifier.client.token == BOT_TOKEN and notifier.client.base_url == stub.url
