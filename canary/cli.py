@@ -176,5 +176,24 @@ _RUNNER_HELP = {
     "run": "run a release against the cluster the kubeconfig names",
     "demo": "run the BookInfo release on the built-in sandbox",
 }
+
+
+def _approvals_command(name: str) -> Callable[[list[str]], int]:
+    """`canary <name>` from canary.approvals.commands, imported only when run."""
+
+    def run(argv: list[str]) -> int:
+        from canary.approvals import commands
+
+        return getattr(commands, f"{name}_main")(argv)
+
+    return run
+
+
 # Commands with their own argument parsing.
-_PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {"sandbox": _sandbox}
+_PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
+    "sandbox": _sandbox,
+    **{
+        name: _approvals_command(name)
+        for name in ("approvals", "approve", "reject", "abort", "status")
+    },
+}

@@ -1,0 +1,144 @@
+"""`canary run PLAN`: run a release against a cluster and report how it ended.
+
+Exit codes: 0 promoted, 3 rolled back, 2 bad input (plan, kubeconfig), 1 anything else.
+Errors are reported in one line; Prefect's own console output is kept out of the way
+(its logs still reach the Prefect API).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from canary.exit_codes import BAD_INPUT, ERROR, PROMOTED, ROLLED_BACK
+from canary.plan import ReleasePlan
+from canary.plan_file import PlanError, load_plan
+
+if TYPE_CHECKING:
+    from canary.notify import Notifier
+    from flows.canary_release import ReleaseResult
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", metavar="PLAN", help="the release plan (YAML)")
+    parser.add_argument("--kubeconfig", metavar="F", help="kubeconfig file (default: as kubectl)")
+    parser.add_argument("--context", metavar="C", help="kubeconfig context")
+    parser.add_argument(
+        "--mesh-url",
+        metavar="URL",
+        help="where test requests enter the mesh (default: $CANARY_MESH_URL or the service)",
+    )
+    parser.add_argument("--release-id", help="default: the Prefect flow run id")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as exc:
+        print(exc, file=sys.stderr)
+        return BAD_INPUT
+    return run_release(
+        plan,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        mesh_url=args.mesh_url,
+        release_id=args.release_id,
+    )
+
+
+def run_release(
+    plan: ReleasePlan,
+    *,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    mesh_url: str | None = None,
+    release_id: str | None = None,
+    out: TextIO | None = None,
+    notifiers: Sequence[Notifier] = (),
+    before_summary: Callable[[], None] | None = None,
+) -> int:
+    """Run the flow, print each transition and a summary; returns the exit code.
+
+    `notifiers` also get the release's events; `before_summary` runs as the flow ends.
+    """
+    from canary.cluster import ClusterConfigError, api_client
+    from canary.notify import ConsoleNotifier, notifying
+    from flows import canary_release  # noqa: F401 - sets up Prefect's logging first
+
+    out = out or sys.stdout
+    try:
+        api_client(kubeconfig, context)
+    except ClusterConfigError as exc:
+        print(f"canary: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    quiet_prefect_console()
+    console = ConsoleNotifier(stdout=True, stream=out)
+    with notifying(console, *notifiers):
+        result, code = _run_flow(plan, kubeconfig, context, mesh_url, release_id)
+    if before_summary is not None:
+        before_summary()
+    if result is not None:
+        print_summary(result, out)
+    return code
+
+
+def _run_flow(
+    plan: ReleasePlan,
+    kubeconfig: str | None,
+    context: str | None,
+    mesh_url: str | None,
+    release_id: str | None,
+) -> tuple[ReleaseResult | None, int]:
+    from flows.canary_release import ReleaseFailed, ReleaseRolledBack, canary_release
+
+    try:
+        result = canary_release(plan, kubeconfig, context, mesh_url, release_id)
+    except ReleaseFailed as exc:
+        return exc.result, ERROR
+    except ReleaseRolledBack as exc:
+        return exc.result, ROLLED_BACK
+    except KeyboardInterrupt:
+        print("canary: interrupted", file=sys.stderr)
+        return None, ERROR
+    except Exception as exc:
+        print(f"canary: error: {_one_line(exc)}", file=sys.stderr)
+        return None, ERROR
+    return result, PROMOTED
+
+
+def print_summary(result: ReleaseResult, out: TextIO) -> None:
+    print("", file=out)
+    print(f"release   {result.release_id}", file=out)
+    print(f"outcome   {result.outcome}", file=out)
+    print(f"reason    {result.reason}", file=out)
+    print(f"duration  {result.duration:.1f}s", file=out)
+    for record in result.phases:
+        took = (record.finished - record.started).total_seconds() if record.finished else 0.0
+        print(
+            f"  {record.name:<14} {record.outcome:<10} {took:5.1f}s  "
+            f"{result.canary_version} at {record.canary_weight}%",
+            file=out,
+        )
+
+
+def quiet_prefect_console() -> None:
+    """Keep Prefect's console lines (and any traceback) off the terminal."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.addFilter(_OneLineNonPrefect())
+
+
+class _OneLineNonPrefect(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("prefect"):
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,170 @@
+"""`canary demo`: the BookInfo reviews release, v1 -> v2, on the built-in sandbox.
+
+The same flow as `canary run`, against the sandbox's API server through a kubeconfig and
+through its mesh ingress, with the plan's waits shortened so it ends in seconds. While it
+runs, the traffic split the simulated users see is printed every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from canary.events import ReleaseEvent
+from canary.exit_codes import BAD_INPUT
+from canary.plan import ReleasePlan
+from canary.plan_file import PlanError, load_plan, plan_from_dict
+from canary.planner import canary_weight
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEMO_PLAN = CONFIGS / "bookinfo-reviews.yaml"
+
+# The shortened waits (seconds).
+INTERVAL = 1.0
+HOLD = 2.0
+READINESS = 8.0
+SPLIT_EVERY = 1.0
+SPLIT_WINDOW = 1.0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    use_local_prefect()
+    try:
+        plan = demo_plan(load_plan(DEMO_PLAN))
+    except PlanError as exc:
+        print(exc, file=sys.stderr)
+        return BAD_INPUT
+    from sandbox.server import Sandbox
+
+    try:
+        sandbox = Sandbox(args.scenario)
+    except (ValueError, OSError) as exc:
+        print(f"canary demo: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    with sandbox, tempfile.TemporaryDirectory(prefix="canary-demo-") as tmp:
+        return run_demo(plan, sandbox, Path(tmp), sys.stdout)
+
+
+def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int:
+    from canary.runner import run_release
+
+    kubeconfig = sandbox.write_kubeconfig(workdir / "kubeconfig")
+    scenario = getattr(sandbox.scenario, "name", "")
+    print(f"sandbox   {sandbox.api_url}  scenario {scenario}", file=out)
+    print(f"release   {plan.service} {plan.stable.version} -> {plan.canary.version}", file=out)
+    where = os.environ.get("PREFECT_API_URL") or "a local ephemeral server (takes a moment)"
+    print(f"prefect   {where}", file=out)
+    sandbox.wait_ready(10)
+    printer = SplitPrinter(sandbox, plan, out)
+    printer.start()
+    code = run_release(
+        plan,
+        kubeconfig=str(kubeconfig),
+        mesh_url=sandbox.ingress_url,
+        out=out,
+        notifiers=[printer],
+        before_summary=printer.stop,
+    )
+    print_final_state(sandbox, plan, out)
+    return code
+
+
+def demo_plan(plan: ReleasePlan) -> ReleasePlan:
+    """The plan with its waits shortened: 1 s interval, 2 s holds, 8 s readiness deadline."""
+    data = plan.model_dump(by_alias=True, exclude_none=True)
+    data["analysis"]["interval"] = INTERVAL
+    for key in ("stepWeights", "stepWeight", "maxWeight"):
+        data["analysis"].pop(key, None)
+    data["steps"] = [{"weight": s.weight, "hold": HOLD} for s in plan.weighted_steps()]
+    if "headerRoute" in data:
+        data["headerRoute"]["hold"] = HOLD
+    data["promotion"]["hold"] = HOLD
+    data["cleanup"]["delay"] = 0
+    data["timeouts"]["readiness"] = READINESS
+    return plan_from_dict(data, str(DEMO_PLAN))
+
+
+def use_local_prefect() -> None:
+    """Unless PREFECT_API_URL names a server, run Prefect ephemerally in a scratch home.
+
+    Must run before Prefect is imported: it reads its settings from the environment.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_HOME"):
+        home = tempfile.mkdtemp(prefix="canary-demo-prefect-")
+        os.environ["PREFECT_HOME"] = home
+        # Registered before Prefect's own exit handlers, so it runs after its server stops.
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+
+
+# --- what the users see --------------------------------------------------------------
+
+
+class SplitPrinter:
+    """Once the release starts, prints every second the share each version served.
+
+    It is a notifier: the release's first event starts the printing.
+    """
+
+    def __init__(self, sandbox: Any, plan: ReleasePlan, out: TextIO):
+        self.sandbox, self.plan, self.out = sandbox, plan, out
+        self._live = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-split", daemon=True)
+
+    def notify(self, event: ReleaseEvent) -> None:
+        self._live.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._live.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        self._live.wait()
+        while not self._stopped.wait(SPLIT_EVERY):
+            split = self.sandbox.simulator.split(SPLIT_WINDOW, self.plan.service)
+            if split:
+                print(f"          traffic  {format_split(split, self.plan)}", file=self.out)
+
+
+def format_split(split: dict[str, float], plan: ReleasePlan) -> str:
+    """`v1  80%   v2  20%`, the service's versions first, other outcomes after."""
+    prefix = f"{plan.service}-"
+    versions = [plan.stable.version, plan.canary.version]
+    shares = {v: split.get(prefix + v, 0.0) for v in versions}
+    others = {k: v for k, v in split.items() if k not in {prefix + v for v in versions}}
+    parts = [f"{v} {100 * s:3.0f}%" for v, s in shares.items()]
+    parts += [f"{k} {100 * s:3.0f}%" for k, s in sorted(others.items())]
+    return "   ".join(parts)
+
+
+def print_final_state(sandbox: Any, plan: ReleasePlan, out: TextIO) -> None:
+    """The routing and Deployments read back from the sandbox, and the traffic now."""
+    vs = sandbox.store.get("virtualservices", plan.namespace, plan.virtual_service) or {}
+    weight = canary_weight(plan, vs) if vs else 0
+    deployments = sorted(
+        d["metadata"]["name"]
+        for d in sandbox.store.list("deployments", plan.namespace)
+        if d["metadata"]["name"].startswith(f"{plan.service}-")
+    )
+    split = sandbox.simulator.split(SPLIT_WINDOW, plan.service)
+    print(
+        f"routing   {plan.stable.version} {100 - weight}%   {plan.canary.version} {weight}%"
+        f"   (VirtualService {plan.virtual_service} read back)",
+        file=out,
+    )
+    print(f"traffic   {format_split(split, plan)}   (last {SPLIT_WINDOW:g}s)", file=out)
+    print(f"running   {', '.join(deployments) or '-'}", file=out)

@@ -1,0 +1,217 @@
+"""One Prefect task per phase of a release, plus rollback.
+
+Every task is idempotent: it reads the cluster, derives the desired state from the
+planner (routing) or the manifests module (the canary Deployment), and writes only what
+differs; run twice, the second run writes nothing. Routing is read back after writing.
+Only transient API errors are retried; failed checks and bad plans are not.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
+
+from canary.checks import base_url, run_checks
+from canary.cluster import is_transient, retrying
+from canary.events import EventKind
+from canary.manifests import canary_deployment, same_deployment
+from canary.planner import (
+    Phase,
+    Routing,
+    canary_weight,
+    managed_route_names,
+    rollback_routing,
+    routing_for,
+)
+from tasks.context import ReleaseContext, cluster_of, emit, router_of
+from tasks.health import hold
+
+ROLLBACK_TIMEOUT = 120.0  # rollback keeps retrying while the API is unreachable
+
+
+class ChecksFailed(Exception):
+    """The test phase's checks failed."""
+
+
+class StableMissing(Exception):
+    """The stable Deployment the release starts from is not there."""
+
+
+class RollbackImpossible(Exception):
+    """Traffic cannot go back to stable (its Deployment is gone)."""
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a phase only when it failed on a transient API error."""
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
+    return False
+
+
+phase_task = functools.partial(
+    task,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NONE,
+    persist_result=False,
+)
+
+
+# --- the phases ------------------------------------------------------------------------
+
+
+@phase_task(name="isolate")
+def isolate(ctx: ReleaseContext, phase_name: str = "isolate") -> None:
+    """Pin all traffic to stable, with a subset ready for the canary."""
+    require_stable(ctx)
+    apply_routing(ctx, ctx.phase(phase_name))
+
+
+@phase_task(name="deploy")
+def deploy(ctx: ReleaseContext, phase_name: str = "deploy") -> None:
+    """Create the canary Deployment (unless it exists as wanted) and wait until ready."""
+    plan = ctx.plan
+    apply_routing(ctx, ctx.phase(phase_name))
+    cluster = cluster_of(ctx)
+    stable = None if plan.canary.manifest else cluster.get_deployment(plan.stable_deployment)
+    manifest = canary_deployment(plan, stable, ctx.release_id)
+    cluster.apply_deployment(manifest, unchanged=same_deployment)
+    cluster.wait_ready(plan.canary_deployment, time.monotonic() + plan.timeouts.readiness)
+
+
+@phase_task(name="test")
+def test(ctx: ReleaseContext, phase_name: str = "test") -> None:
+    """Route requests with the run's test header to the canary and run the checks."""
+    phase = ctx.phase(phase_name)
+    apply_routing(ctx, phase)
+    report = run_checks(ctx.plan, ctx.release_id, base_url(ctx.plan, ctx.mesh_url))
+    emit(ctx, EventKind.ANALYSIS, phase.name, message=report.reason)
+    if not report.passed:
+        raise ChecksFailed(report.reason)
+
+
+@phase_task(name="header-route")
+def header_route(ctx: ReleaseContext, phase_name: str = "header-route") -> None:
+    """Send the plan's header matches to the canary, then hold."""
+    phase = ctx.phase(phase_name)
+    apply_routing(ctx, phase)
+    hold(ctx, phase)
+
+
+@phase_task(name="step")
+def weighted_step(ctx: ReleaseContext, phase_name: str) -> None:
+    """Shift the step's weight to the canary, then hold."""
+    phase = ctx.phase(phase_name)
+    apply_routing(ctx, phase)
+    hold(ctx, phase)
+
+
+@phase_task(name="promote")
+def promote(ctx: ReleaseContext, phase_name: str = "promote") -> None:
+    """All traffic to the canary, then hold."""
+    phase = ctx.phase(phase_name)
+    apply_routing(ctx, phase)
+    hold(ctx, phase)
+
+
+@phase_task(name="cleanup")
+def cleanup(ctx: ReleaseContext, phase_name: str = "cleanup") -> None:
+    """Drop the stable subset, wait the plan's delay, retire the stable Deployment."""
+    plan = ctx.plan
+    apply_routing(ctx, ctx.phase(phase_name))
+    time.sleep(plan.cleanup.delay)
+    cluster = cluster_of(ctx)
+    if plan.cleanup.action == "delete":
+        cluster.delete_deployment(plan.stable_deployment)
+    else:
+        cluster.scale_deployment(plan.stable_deployment, 0)
+
+
+@task(name="rollback", cache_policy=NONE, persist_result=False)
+def rollback(ctx: ReleaseContext, reason: str = "") -> str:
+    """All traffic to stable, the canary removed, both read back; returns what was done."""
+    return retrying(lambda: _roll_back(ctx), what="roll back", timeout=ROLLBACK_TIMEOUT)
+
+
+# --- shared steps --------------------------------------------------------------------
+
+
+def require_stable(ctx: ReleaseContext) -> dict[str, Any]:
+    plan = ctx.plan
+    stable = cluster_of(ctx).get_deployment(plan.stable_deployment)
+    if stable is None:
+        raise StableMissing(
+            f"stable Deployment {plan.stable_deployment} not found in namespace {plan.namespace}"
+        )
+    return stable
+
+
+def apply_routing(ctx: ReleaseContext, phase: Phase) -> Routing:
+    """Make the cluster route as the planner says for `phase`, and read it back."""
+    router = router_of(ctx)
+    current = router.get_routes()
+    desired = routing_for(ctx.plan, phase, ctx.release_id, current)
+    router.set_routes(desired)
+    router.verify(desired)
+    before = canary_weight(ctx.plan, current.virtual_service) if current else 0
+    after = canary_weight(ctx.plan, desired.virtual_service)
+    if after != before:
+        emit(ctx, EventKind.WEIGHT_CHANGED, phase.name, canary_weight=after)
+    return desired
+
+
+def _roll_back(ctx: ReleaseContext) -> str:
+    plan = ctx.plan
+    cluster, router = cluster_of(ctx), router_of(ctx)
+    current = router.get_routes()
+    if current is not None:
+        if _runs(cluster.get_deployment(plan.stable_deployment)):
+            desired = rollback_routing(plan, ctx.release_id, current)
+            router.set_routes(desired)
+            router.verify(desired)
+        elif _sends_to_canary(ctx, current):
+            raise RollbackImpossible(
+                f"stable Deployment {plan.stable_deployment} is gone or scaled to zero; "
+                "traffic left on the canary"
+            )
+    canary = _retire_canary(ctx)
+    _verify_rolled_back(ctx)
+    return f"all traffic on {plan.stable.version}; {canary}"
+
+
+def _retire_canary(ctx: ReleaseContext) -> str:
+    plan, cluster = ctx.plan, cluster_of(ctx)
+    if plan.rollback.canary_action == "delete":
+        deleted = cluster.delete_deployment(plan.canary_deployment)
+        return f"{plan.canary_deployment} {'deleted' if deleted else 'not present'}"
+    scaled = cluster.scale_deployment(plan.canary_deployment, 0)
+    return f"{plan.canary_deployment} {'scaled to zero' if scaled else 'not present'}"
+
+
+def _verify_rolled_back(ctx: ReleaseContext) -> None:
+    plan = ctx.plan
+    routing = router_of(ctx).get_routes()
+    if routing is not None and _sends_to_canary(ctx, routing):
+        raise RollbackImpossible("routing read back after rollback still sends to the canary")
+    canary = cluster_of(ctx).get_deployment(plan.canary_deployment)
+    if canary is not None and canary.get("spec", {}).get("replicas", 1) != 0:
+        raise RollbackImpossible(f"{plan.canary_deployment} still runs after rollback")
+
+
+def _runs(deployment: dict[str, Any] | None) -> bool:
+    """Exists and wants pods (it may still be starting them)."""
+    return deployment is not None and deployment.get("spec", {}).get("replicas", 1) > 0
+
+
+def _sends_to_canary(ctx: ReleaseContext, routing: Routing) -> bool:
+    vs = routing.virtual_service
+    return bool(vs) and (canary_weight(ctx.plan, vs) > 0 or bool(managed_route_names(vs)))

@@ -1,0 +1,111 @@
+"""Root fixtures: a real Prefect for the session, and sandboxes to release into.
+
+Prefect reads its settings from the environment when it is imported, so its home and
+analytics switch are set here, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="canary-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # tasks run alone in tests
+os.environ.pop("PREFECT_API_URL", None)  # never a developer's own server
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+
+import uuid  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url() -> Iterator[str]:
+    """A Prefect server (test harness, SQLite in a scratch directory) for the session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield str(PREFECT_API_URL.value())
+
+
+@dataclass
+class RunningSandbox:
+    sandbox: Any  # sandbox.server.Sandbox
+    kubeconfig: str
+
+    @property
+    def store(self) -> Any:
+        return self.sandbox.store
+
+    @property
+    def api(self) -> Any:
+        return self.sandbox.api
+
+    def get(self, resource: str, name: str, namespace: str = "default") -> dict | None:
+        return self.sandbox.store.get(resource, namespace, name)
+
+    def writes(self) -> list[Any]:
+        return self.sandbox.api.writes()
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
+    """Start sandboxes (BookInfo preloaded, reviews-v1 ready); all stop after the test."""
+    from sandbox.server import Sandbox
+
+    started: list[Any] = []
+
+    def start(scenario: str = "healthy", **options: Any) -> RunningSandbox:
+        options.setdefault("seed", 11)
+        box = Sandbox(scenario, **options).start()
+        started.append(box)
+        assert box.wait_ready(10), "the sandbox's BookInfo did not become ready"
+        kubeconfig = box.write_kubeconfig(tmp_path / f"kubeconfig-{uuid.uuid4().hex[:6]}")
+        return RunningSandbox(box, str(kubeconfig))
+
+    yield start
+    for box in started:
+        box.stop()
+
+
+def _fast_plan_data(**overrides: Any) -> dict[str, Any]:
+    """The BookInfo reviews plan with waits short enough for tests."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs" / "bookinfo-reviews.yaml").read_text())
+    for unattended in ("gates", "notifications"):  # nobody approves in a test
+        data.pop(unattended, None)
+    data["headerRoute"]["hold"] = 0
+    data["analysis"] = {"interval": 1, "threshold": 1, "stepWeights": [20]}
+    data["promotion"] = {"hold": 0}
+    data["timeouts"] = {"readiness": 5}
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def plan_data() -> Callable[..., dict[str, Any]]:
+    """Plan data (camelCase, as in a plan file) with top-level fields overridden."""
+    return _fast_plan_data
+
+
+@pytest.fixture
+def fast_plan() -> Callable[..., Any]:
+    """A ReleasePlan from `plan_data`."""
+    from canary.plan_file import plan_from_dict
+
+    def make(**overrides: Any) -> Any:
+        return plan_from_dict(_fast_plan_data(**overrides))
+
+    return make

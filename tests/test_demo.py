@@ -1,0 +1,51 @@
+"""`canary demo` as a user runs it, one subprocess per scenario, all at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from canary.exit_codes import BAD_INPUT, PROMOTED, ROLLED_BACK
+
+
+def start_demo(scenario: str, api_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "canary", "demo", "--scenario", scenario],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PREFECT_API_URL": api_url},
+    )
+
+
+def test_healthy_is_promoted_faulty_and_unready_are_rolled_back(prefect_api_url):
+    demos = {s: start_demo(s, prefect_api_url) for s in ("healthy", "faulty", "unready")}
+    outputs = {s: p.communicate(timeout=120) for s, p in demos.items()}
+    codes = {s: p.returncode for s, p in demos.items()}
+
+    assert codes == {"healthy": PROMOTED, "faulty": ROLLED_BACK, "unready": ROLLED_BACK}, outputs
+    healthy, faulty, unready = (outputs[s][0] for s in ("healthy", "faulty", "unready"))
+
+    assert "step-1  weight-changed  v2 at 20%" in healthy
+    assert "traffic  v1" in healthy
+    assert "outcome   promoted" in healthy
+    assert "routing   v1 0%   v2 100%" in healthy
+    assert "running   reviews-v2\n" in healthy
+
+    assert "reason    test: checks failed" in faulty
+    assert "reason    deploy: Deployment reviews-v2 not ready before the deadline" in unready
+    for rolled_back in (faulty, unready):
+        assert "outcome   rolled-back" in rolled_back
+        assert "routing   v1 100%   v2 0%" in rolled_back
+        assert "running   reviews-v1\n" in rolled_back
+    for _, stderr in outputs.values():
+        assert "Traceback" not in stderr
+
+
+def test_an_unknown_scenario_is_bad_input(prefect_api_url):
+    demo = start_demo("no-such-scenario", prefect_api_url)
+    _, stderr = demo.communicate(timeout=60)
+    assert demo.returncode == BAD_INPUT
+    assert "unknown scenario 'no-such-scenario'" in stderr
+    assert len(stderr.strip().splitlines()) == 1

@@ -1,0 +1,70 @@
+"""Holds: analysis rounds each interval, rolled back on too many failed rounds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from canary.planner import Phase, PhaseKind
+from tasks import health
+from tasks.context import ReleaseContext
+from tasks.health import HealthCheckFailed, Verdict, hold
+
+
+@pytest.fixture
+def verdicts(monkeypatch) -> Iterator[list[bool]]:
+    """The outcome of each coming round, in order (the canary's real checks stand aside)."""
+    coming: list[bool] = []
+    rounds: list[float] = []
+
+    def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+        rounds.append(time.monotonic())
+        return [Verdict(check="scripted", passed=coming.pop(0), detail="as scripted")]
+
+    monkeypatch.setattr(health, "check_health", check_health)
+    yield coming
+
+
+def context(fast_plan, **analysis: object) -> ReleaseContext:
+    plan = fast_plan(analysis={"interval": 1, **analysis})
+    return ReleaseContext(plan=plan, release_id="r1")
+
+
+def step(hold_s: float) -> Phase:
+    return Phase("step-1", PhaseKind.STEP, 20, hold_s, 1)
+
+
+def test_a_hold_runs_a_round_each_interval_until_its_end(verdicts, fast_plan):
+    verdicts.extend([True, True, True])
+    began = time.monotonic()
+    hold(context(fast_plan), step(2))
+    assert 2 <= time.monotonic() - began < 3
+    assert verdicts == [True]
+
+
+def test_a_failed_round_below_the_threshold_is_tolerated(verdicts, fast_plan):
+    verdicts.extend([False, True])
+    hold(context(fast_plan, threshold=2, maxFailures=3), step(1))
+    assert verdicts == []  # the failed last round made the hold go on until a healthy one
+
+
+def test_threshold_failed_rounds_in_a_row_roll_back(verdicts, fast_plan):
+    verdicts.extend([True, False, False, True])
+    with pytest.raises(HealthCheckFailed, match="scripted: FAILED"):
+        hold(context(fast_plan, threshold=2, maxFailures=5), step(5))
+    assert verdicts == [True]
+
+
+def test_max_failures_in_all_roll_back(verdicts, fast_plan):
+    verdicts.extend([False, True, False, True])
+    with pytest.raises(HealthCheckFailed, match="unhealthy in 2 of 3 rounds"):
+        hold(context(fast_plan, threshold=2, maxFailures=2), step(5))
+
+
+def test_a_zero_hold_checks_once_at_once(verdicts, fast_plan):
+    verdicts.append(True)
+    began = time.monotonic()
+    hold(context(fast_plan), step(0))
+    assert time.monotonic() - began < 0.5
