@@ -6,6 +6,7 @@ Exit codes: 0 success (promoted), 1 any other error, 2 bad input, 3 rolled back.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -140,6 +141,12 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
     parser.add_argument("--mesh-url", metavar="URL", help="where test checks are sent")
     parser.add_argument("--release-id", metavar="ID", help="default: the flow run id")
+    parser.add_argument(
+        "--initiator",
+        metavar="SLACK_ID",
+        default=os.environ.get("CANARY_INITIATOR"),
+        help="who starts the release, for four-eyes gates (default: $CANARY_INITIATOR)",
+    )
     parser.set_defaults(handler=_run)
 
 

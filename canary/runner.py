@@ -22,18 +22,6 @@ if TYPE_CHECKING:
     from flows.canary_release import ReleaseResult
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", metavar="PLAN", help="the release plan (YAML)")
-    parser.add_argument("--kubeconfig", metavar="F", help="kubeconfig file (default: as kubectl)")
-    parser.add_argument("--context", metavar="C", help="kubeconfig context")
-    parser.add_argument(
-        "--mesh-url",
-        metavar="URL",
-        help="where test requests enter the mesh (default: $CANARY_MESH_URL or the service)",
-    )
-    parser.add_argument("--release-id", help="default: the Prefect flow run id")
-
-
 def run_command(args: argparse.Namespace) -> int:
     try:
         plan = load_plan(args.plan)
@@ -46,7 +34,23 @@ def run_command(args: argparse.Namespace) -> int:
         context=args.context,
         mesh_url=args.mesh_url,
         release_id=args.release_id,
+        initiator=args.initiator,
+        notifiers=plan_notifiers(plan),
     )
+
+
+def plan_notifiers(plan: ReleasePlan) -> list[Notifier]:
+    """The notifiers the plan asks for beyond the console (Slack, when configured)."""
+    slack = plan.notifications.slack if plan.notifications else None
+    if slack is None:
+        return []
+    from canary.notify.slack import slack_notifier_from_env
+
+    notifier = slack_notifier_from_env(slack.channel)
+    if notifier is None:
+        print("canary: Slack is not configured (SLACK_BOT_TOKEN); events go to the console")
+        return []
+    return [notifier]
 
 
 def run_release(
@@ -56,6 +60,7 @@ def run_release(
     context: str | None = None,
     mesh_url: str | None = None,
     release_id: str | None = None,
+    initiator: str | None = None,
     out: TextIO | None = None,
     notifiers: Sequence[Notifier] = (),
     before_summary: Callable[[], None] | None = None,
@@ -77,7 +82,7 @@ def run_release(
     quiet_prefect_console()
     console = ConsoleNotifier(stdout=True, stream=out)
     with notifying(console, *notifiers):
-        result, code = _run_flow(plan, kubeconfig, context, mesh_url, release_id)
+        result, code = _run_flow(plan, kubeconfig, context, mesh_url, release_id, initiator)
     if before_summary is not None:
         before_summary()
     if result is not None:
@@ -91,11 +96,12 @@ def _run_flow(
     context: str | None,
     mesh_url: str | None,
     release_id: str | None,
+    initiator: str | None,
 ) -> tuple[ReleaseResult | None, int]:
     from flows.canary_release import ReleaseFailed, ReleaseRolledBack, canary_release
 
     try:
-        result = canary_release(plan, kubeconfig, context, mesh_url, release_id)
+        result = canary_release(plan, kubeconfig, context, mesh_url, release_id, initiator)
     except ReleaseFailed as exc:
         return exc.result, ERROR
     except ReleaseRolledBack as exc:

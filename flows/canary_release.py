@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from canary.approvals.gates import GateContext, await_gate
 from canary.cluster import ClusterConfigError, ReadinessTimeout, describe
 from canary.events import EventKind
 from canary.manifests import ManifestError
@@ -70,6 +71,10 @@ class ReleaseResult(BaseModel):
         return (self.finished - self.started).total_seconds()
 
 
+class GateRefused(Exception):
+    """A gate was rejected, timed out or the release was aborted there."""
+
+
 class ReleaseRolledBack(Exception):
     """The release failed and was rolled back; `result` tells why and what ran."""
 
@@ -96,6 +101,7 @@ def canary_release(
     context: str | None = None,
     mesh_url: str | None = None,
     release_id: str | None = None,
+    initiator: str | None = None,
 ) -> ReleaseResult:
     ctx = ReleaseContext(
         plan=plan,
@@ -104,7 +110,7 @@ def canary_release(
         kube_context=context,
         mesh_url=mesh_url,
     )
-    with releasing(ctx) as release:
+    with releasing(ctx, initiator) as release:
         release.run(isolate)
         release.run(deploy)
         release.run(test)  # when the plan has checks
@@ -117,9 +123,9 @@ def canary_release(
 
 
 @contextlib.contextmanager
-def releasing(ctx: ReleaseContext) -> Iterator[Release]:
+def releasing(ctx: ReleaseContext, initiator: str | None = None) -> Iterator[Release]:
     """Run the phases in the block; on any failure roll back and raise ReleaseRolledBack."""
-    release = Release(ctx)
+    release = Release(ctx, initiator)
     try:
         yield release
     except (Exception, KeyboardInterrupt) as exc:
@@ -131,8 +137,9 @@ def releasing(ctx: ReleaseContext) -> Iterator[Release]:
 class Release:
     """The phases run so far, and the events that tell about them."""
 
-    def __init__(self, ctx: ReleaseContext):
+    def __init__(self, ctx: ReleaseContext, initiator: str | None = None):
         self.ctx = ctx
+        self.initiator = initiator
         self.started = _now()
         self.records: list[PhaseRecord] = []
         self.result: ReleaseResult | None = None
@@ -147,12 +154,26 @@ class Release:
         if not self.ctx.has_phase(name):
             return
         phase = self.ctx.phase(name)
+        self.pass_gates_before(name)
         record = PhaseRecord(name=name, canary_weight=phase.canary_weight)
         self.records.append(record)
         emit(self.ctx, EventKind.PHASE_STARTED, name, canary_weight=phase.canary_weight)
         phase_task(self.ctx, name)
         record.finished, record.outcome = _now(), "completed"
         emit(self.ctx, EventKind.PHASE_FINISHED, name, canary_weight=phase.canary_weight)
+
+    def pass_gates_before(self, phase_name: str) -> None:
+        """Wait for the humans the plan asks for here; a refusal or timeout rolls back."""
+        for gate in self.ctx.plan.gates:
+            if gate.before != phase_name:
+                continue
+            weight = self.records[-1].canary_weight if self.records else 0
+            release = GateContext.from_plan(
+                self.ctx.plan, self.ctx.release_id, initiator=self.initiator, canary_weight=weight
+            )
+            outcome = await_gate(gate, release)
+            if not outcome.proceed:
+                raise GateRefused(outcome.message)
 
     def roll_back(self, exc: BaseException) -> None:
         failed = self._mark_failed()
@@ -196,6 +217,7 @@ class Release:
 # Failures whose message says it all; anything else also gets its type named.
 _EXPLAINED = (
     ChecksFailed,
+    GateRefused,
     ClusterConfigError,
     HealthCheckFailed,
     ManifestError,
