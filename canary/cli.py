@@ -160,6 +160,10 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario", default="healthy", help="healthy, faulty, slow, unready or a file"
     )
+    parser.add_argument("--prometheus", metavar="URL", help="default: start a local Prometheus")
+    parser.add_argument(
+        "--plan", metavar="PLAN", help="a variant of configs/bookinfo-reviews.yaml to run"
+    )
     parser.set_defaults(handler=_demo)
 
 

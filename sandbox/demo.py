@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from canary.events import ReleaseEvent
+from canary.events import EventKind, ReleaseEvent
 from canary.exit_codes import BAD_INPUT
 from canary.plan import ReleasePlan
 from canary.plan_file import PlanError, load_plan, plan_from_dict
@@ -32,12 +34,18 @@ HOLD = 2.0
 READINESS = 8.0
 SPLIT_EVERY = 1.0
 SPLIT_WINDOW = 1.0
+# With metric analysis: a round every 2 s, each metric read over the last 5 s, so that
+# PromQL's rate() has several 1 s scrapes to work with.
+ANALYSIS_INTERVAL = 2.0
+METRIC_WINDOW = "5s"
+# Gates are answered by the demo itself, as a person would from Slack or the Prefect UI.
+GATE_TIMEOUT = 60.0
 
 
 def demo_command(args: argparse.Namespace) -> int:
     use_local_prefect()
     try:
-        plan = demo_plan(load_plan(DEMO_PLAN))
+        plan = demo_plan(load_plan(getattr(args, "plan", None) or DEMO_PLAN))
     except PlanError as exc:
         print(exc, file=sys.stderr)
         return BAD_INPUT
@@ -49,7 +57,46 @@ def demo_command(args: argparse.Namespace) -> int:
         print(f"canary demo: {exc}", file=sys.stderr)
         return BAD_INPUT
     with sandbox, tempfile.TemporaryDirectory(prefix="canary-demo-") as tmp:
-        return run_demo(plan, sandbox, Path(tmp), sys.stdout)
+        try:
+            with prometheus_for(sandbox, getattr(args, "prometheus", None)) as url:
+                plan = with_metrics_source(plan, url, sys.stdout)
+                return run_demo(plan, sandbox, Path(tmp), sys.stdout)
+        except OSError as exc:
+            print(f"canary demo: {exc}", file=sys.stderr)
+            return BAD_INPUT
+
+
+@contextlib.contextmanager
+def prometheus_for(sandbox: Any, given: str | None) -> Iterator[str | None]:
+    """The Prometheus to analyse metrics with: the one given, else a local one, else none."""
+    if given:
+        yield given
+        return
+    binary = shutil.which("prometheus")
+    if binary is None:
+        yield None
+        return
+    from sandbox.prometheus import PrometheusProcess
+
+    with PrometheusProcess(binary, sandbox.metrics_url) as prometheus:
+        yield prometheus.url
+
+
+def with_metrics_source(plan: ReleasePlan, url: str | None, out: TextIO) -> ReleasePlan:
+    """The plan reading its metrics from `url`; without one, without metric analysis."""
+    if not plan.analysis.metrics:
+        return plan
+    data = plan.model_dump(by_alias=True, exclude_none=True)
+    if url is None:
+        print("metrics   no Prometheus found: running without metric analysis", file=out)
+        data["analysis"].pop("metrics", None)
+    else:
+        print(f"metrics   {url}", file=out)
+        data["analysis"].setdefault("prometheus", {})["url"] = url
+        data["analysis"]["interval"] = ANALYSIS_INTERVAL
+        for metric in data["analysis"]["metrics"]:
+            metric.setdefault("interval", METRIC_WINDOW)
+    return plan_from_dict(data, str(DEMO_PLAN))
 
 
 def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int:
@@ -69,7 +116,7 @@ def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int
         kubeconfig=str(kubeconfig),
         mesh_url=sandbox.ingress_url,
         out=out,
-        notifiers=[printer],
+        notifiers=[printer, GateAnswerer(out)],
         before_summary=printer.stop,
     )
     print_final_state(sandbox, plan, out)
@@ -88,6 +135,8 @@ def demo_plan(plan: ReleasePlan) -> ReleasePlan:
     data["promotion"]["hold"] = HOLD
     data["cleanup"]["delay"] = 0
     data["timeouts"]["readiness"] = READINESS
+    for gate in data.get("gates", []):
+        gate["timeout"] = GATE_TIMEOUT
     return plan_from_dict(data, str(DEMO_PLAN))
 
 
@@ -138,6 +187,32 @@ class SplitPrinter:
             split = self.sandbox.simulator.split(SPLIT_WINDOW, self.plan.service)
             if split:
                 print(f"          traffic  {format_split(split, self.plan)}", file=self.out)
+
+
+class GateAnswerer:
+    """Approves each gate the release stops at, through the Prefect API, as "demo"."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self._answered: set[str] = set()
+
+    def notify(self, event: ReleaseEvent) -> None:
+        if event.kind != EventKind.APPROVAL_REQUESTED or event.phase in self._answered:
+            return
+        self._answered.add(event.phase or "")
+        # The release id is the flow run id: the demo does not set one of its own.
+        args = (event.release_id, event.phase)
+        threading.Thread(target=self._approve, args=args, daemon=True).start()
+
+    def _approve(self, run_id: str, gate: str | None) -> None:
+        from canary.approvals.gates import DecisionError, auto_approve
+
+        try:
+            auto_approve(run_id, who="demo", timeout=GATE_TIMEOUT)
+        except DecisionError as exc:
+            print(f"          gate before {gate}: not answered: {exc}", file=self.out)
+            return
+        print(f"          gate before {gate}: approved by demo", file=self.out)
 
 
 def format_split(split: dict[str, float], plan: ReleasePlan) -> str:

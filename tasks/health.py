@@ -6,7 +6,12 @@ analysis adds its verdicts there.
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +20,11 @@ from canary.events import EventKind
 from canary.planner import Phase
 from tasks.context import ReleaseContext, cluster_of, emit
 
+if TYPE_CHECKING:
+    from canary.analysis import AnalysisResult, Analyzer
+
+log = logging.getLogger(__name__)
+
 
 class Verdict(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -22,11 +32,12 @@ class Verdict(BaseModel):
     check: str
     passed: bool
     detail: str = ""
+    # Not failed, not passed: the check wants more rounds before the hold may end.
+    pending: bool = False
 
     def line(self) -> str:
-        return f"{self.check}: {'ok' if self.passed else 'FAILED'}" + (
-            f" ({self.detail})" if self.detail else ""
-        )
+        state = "ok" if self.passed else "pending" if self.pending else "FAILED"
+        return f"{self.check}: {state}" + (f" ({self.detail})" if self.detail else "")
 
 
 class HealthCheckFailed(Exception):
@@ -34,8 +45,15 @@ class HealthCheckFailed(Exception):
 
 
 def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
-    """The verdicts of one analysis round of `phase`."""
-    return [canary_ready(ctx)]
+    """The verdicts of one analysis round of `phase`.
+
+    Metric analysis runs only while the canary carries weighted traffic: under a header
+    route it sees too few requests to judge, and would only hold the release.
+    """
+    verdicts = [canary_ready(ctx)]
+    if ctx.plan.analysis.metrics and phase.canary_weight > 0:
+        verdicts.append(metric_analysis(ctx, phase))
+    return verdicts
 
 
 def canary_ready(ctx: ReleaseContext) -> Verdict:
@@ -51,8 +69,17 @@ def hold(ctx: ReleaseContext, phase: Phase) -> None:
     """Watch the canary for `phase.hold` seconds, one round each analysis interval.
 
     Rolls back after `analysis.threshold` failed rounds in a row, or `failure_limit`
-    failed rounds in all; ends only after a healthy round.
+    failed rounds in all, or when metric analysis says so; ends only after a healthy round.
+    A pending round (metric analysis holding) keeps the hold going, at most
+    `_undecided_limit` seconds past its end.
     """
+    try:
+        _hold(ctx, phase)
+    finally:
+        publish_analysis(ctx, phase)
+
+
+def _hold(ctx: ReleaseContext, phase: Phase) -> None:
     analysis = ctx.plan.analysis
     deadline = time.monotonic() + phase.hold
     rounds = failed_in_row = failed_in_all = 0
@@ -60,7 +87,8 @@ def hold(ctx: ReleaseContext, phase: Phase) -> None:
         _sleep_until(_next_round(analysis.interval, deadline, first=rounds == 0))
         verdicts = check_health(ctx, phase)
         rounds += 1
-        failed = [v for v in verdicts if not v.passed]
+        failed = [v for v in verdicts if not v.passed and not v.pending]
+        pending = [v for v in verdicts if v.pending]
         failed_in_row = failed_in_row + 1 if failed else 0
         failed_in_all += bool(failed)
         if failed:
@@ -70,9 +98,26 @@ def hold(ctx: ReleaseContext, phase: Phase) -> None:
                 raise HealthCheckFailed(
                     f"{phase.name}: unhealthy in {failed_in_all} of {rounds} rounds: {message}"
                 )
+        elif pending:
+            over = time.monotonic() - deadline
+            if over >= _undecided_limit(ctx):
+                message = "; ".join(v.line() for v in pending)
+                raise HealthCheckFailed(
+                    f"{phase.name}: analysis undecided {over:.0f}s past the hold: {message}"
+                )
         elif time.monotonic() >= deadline:
             emit(ctx, EventKind.ANALYSIS, phase.name, message=_passed(rounds, phase.hold))
             return
+
+
+def _undecided_limit(ctx: ReleaseContext) -> float:
+    """How long past its end a hold waits for metric analysis to make up its mind.
+
+    As many rounds as the analysis may fail before rolling back: a canary without enough
+    traffic to judge must not hold the release forever.
+    """
+    analysis = ctx.plan.analysis
+    return max(analysis.threshold, analysis.failure_limit) * analysis.interval
 
 
 def _next_round(interval: float, deadline: float, *, first: bool) -> float:
@@ -91,3 +136,95 @@ def _sleep_until(moment: float) -> None:
     left = moment - time.monotonic()
     if left > 0:
         time.sleep(left)
+
+
+# --- metric analysis -----------------------------------------------------------------
+
+
+@dataclass
+class _ReleaseAnalysis:
+    """One release's Analyzer (it counts failed checks across the whole release)."""
+
+    analyzer: Analyzer
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+_analyses: dict[str, _ReleaseAnalysis] = {}
+_analyses_lock = threading.Lock()
+
+
+def analysis_of(ctx: ReleaseContext) -> _ReleaseAnalysis:
+    """The release's analysis, made on first use in this process."""
+    from canary.analysis import Analyzer
+
+    with _analyses_lock:
+        found = _analyses.get(ctx.release_id)
+        if found is None:
+            found = _analyses[ctx.release_id] = _ReleaseAnalysis(Analyzer.for_plan(ctx.plan))
+        return found
+
+
+def metric_analysis(ctx: ReleaseContext, phase: Phase) -> Verdict:
+    """One Analyzer check as a verdict; raises HealthCheckFailed when it says rollback."""
+    release = analysis_of(ctx)
+    result = release.analyzer.check()
+    rows = release.rows.setdefault(phase.name, [])
+    rows.extend({"phase": phase.name, **row} for row in result.rows())
+    decision = str(result.decision)
+    message = f"analysis {decision}: {result.reason}"
+    if decision == "pause":
+        # No pause-for-a-human yet: the hold waits as for "hold", bounded, and says so.
+        message = f"analysis pause: a human is needed ({result.reason}); holding meanwhile"
+    emit(ctx, EventKind.ANALYSIS, phase.name, message=message)
+    if decision == "rollback":
+        raise HealthCheckFailed(rollback_reason(phase, result))
+    return Verdict(
+        check="metric-analysis",
+        passed=decision == "continue",
+        pending=decision in ("hold", "pause"),
+        detail=result.reason,
+    )
+
+
+def rollback_reason(phase: Phase, result: AnalysisResult) -> str:
+    """One line naming the failed metrics: `request-success-rate 89.7 outside [99, +inf] ...`.
+
+    Without the phase's name: the flow puts it in front of every rollback reason.
+    """
+    failed = [m for m in result.metrics if str(m.verdict) == "fail"]
+    what = "; ".join(f"{m.metric} {m.reason}" for m in failed) or result.reason
+    checks = result.failed_checks
+    return f"{what} ({checks} failed check{'s' if checks != 1 else ''})"
+
+
+def publish_analysis(ctx: ReleaseContext, phase: Phase) -> None:
+    """The phase's analysis rows as a Prefect table artifact, inside a flow run only."""
+    release = _analyses.get(ctx.release_id)
+    rows = release.rows.pop(phase.name, None) if release else None
+    if not rows or not _in_flow_run():
+        return
+    from prefect.artifacts import create_table_artifact
+
+    try:
+        create_table_artifact(
+            table=rows,
+            key=artifact_key(ctx.release_id),
+            description=f"Metric analysis of {ctx.plan.service}, {phase.name}",
+        )
+    except Exception:  # the artifact is a report: never the reason a release fails
+        log.warning("could not publish the analysis of %s", phase.name, exc_info=True)
+
+
+def artifact_key(release_id: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", release_id.lower()).strip("-")
+    return f"analysis-{slug or 'release'}"
+
+
+def _in_flow_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is not None:
+        return True
+    task = TaskRunContext.get()  # a task called on its own has no flow run
+    return task is not None and task.task_run.flow_run_id is not None
