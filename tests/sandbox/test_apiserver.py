@@ -20,20 +20,14 @@ from kubernetes.dynamic import DynamicClient
 from sandbox import bookinfo
 from sandbox.server import Sandbox
 from tests.sandbox.conftest import REFERENCE
+from tests.support.waiting import wait_until
 
 ISTIO = "networking.istio.io"
 T = TypeVar("T")
 
 
 def wait_for(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    return wait_until(check, timeout, interval=0.02, message=what)
 
 
 def vs(name: str, *routes: dict[str, Any], version: str = "v1") -> dict[str, Any]:
