@@ -147,7 +147,14 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("CANARY_INITIATOR"),
         help="who starts the release, for four-eyes gates (default: $CANARY_INITIATOR)",
     )
+    _add_report(parser)
     parser.set_defaults(handler=_run)
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report", metavar="PATH", help="write the release report there (markdown; PNG beside)"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -164,13 +171,16 @@ def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan", metavar="PLAN", help="a variant of configs/bookinfo-reviews.yaml to run"
     )
+    _add_report(parser)
     parser.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from canary.report import reporting_to
     from sandbox.demo import demo_command
 
-    return demo_command(args)
+    with reporting_to(args.report):  # the demo's release writes its report there
+        return demo_command(args)
 
 
 def _sandbox(argv: list[str]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -40,8 +40,19 @@ def format_duration(seconds: float) -> str:
     return f"{millis}ms"
 
 
+# What JSON Schema readers (Prefect's parameter form and its server-side check) accept: the
+# forms a plan file accepts, not only the float the model holds.
+DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h))+$"},
+    ],
+    "description": "Seconds, or a duration such as 30s, 1m30s or 500ms.",
+}
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(DURATION_SCHEMA),
 ]

@@ -32,6 +32,9 @@ class ReleaseEvent(BaseModel):
     canary_version: str
     kind: EventKind
     phase: str | None = None
+    # Approval events: the gate's key (the phase for the plan's gates; its own for pauses
+    # during a phase), which a Slack button must name to decide it.
+    gate: str | None = None
     canary_weight: int | None = Field(None, ge=0, le=100)
     message: str = ""
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))

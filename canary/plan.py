@@ -240,10 +240,47 @@ class CleanupSpec(Model):
 
 class RollbackSpec(Model):
     canary_action: Literal["delete", "scaleToZero"] = "delete"
+    after_promotion: Literal["hold", "recreate"] = Field(
+        "hold",
+        description="When the stable Deployment is gone: hold traffic on the canary, or "
+        "recreate stable from the manifest recorded at deploy and move traffic back.",
+    )
 
 
 class TimeoutsSpec(Model):
     readiness: Duration = Field(600.0, description="Deadline for the canary to become ready.")
+
+
+class ScheduleSpec(Model):
+    """The version waiting for the release train (the `release-train` Prefect deployment)."""
+
+    pending_version: LabelValue = Field(
+        description="The version the release train releases next; nothing is pending while "
+        "it equals stable.version."
+    )
+    pending_image: str | None = Field(
+        None,
+        description="Its image; default: canary.image (then pendingVersion must be "
+        "canary.version).",
+    )
+
+
+def _check_schedule(schedule: ScheduleSpec, stable: StableSpec, canary: CanarySpec) -> None:
+    """A pending version must come with its own image unless it is the canary as written."""
+    if schedule.pending_image is not None and canary.manifest is not None:
+        raise field_error(
+            "schedule.pendingImage", "the canary is a manifest; put the image in the manifest"
+        )
+    if (
+        schedule.pending_image is None
+        and canary.image is not None
+        and schedule.pending_version not in (canary.version, stable.version)
+    ):
+        raise field_error(
+            "schedule.pendingImage",
+            f"give the image of {schedule.pending_version} (canary.image is the image of "
+            f"{canary.version})",
+        )
 
 
 class ReleasePlan(Model):
@@ -264,6 +301,7 @@ class ReleasePlan(Model):
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
     gates: list[Gate] = Field(default_factory=list, description="Human approvals.")
     notifications: Notifications = Field(default_factory=Notifications)
+    schedule: ScheduleSpec | None = Field(None, description="A version for the release train.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ReleasePlan:
@@ -277,6 +315,8 @@ class ReleasePlan(Model):
         problems = gate_problems(self.gates, self._gate_places())
         if problems:
             raise field_error(*problems[0])
+        if self.schedule is not None:
+            _check_schedule(self.schedule, self.stable, self.canary)
         return self
 
     def _gate_places(self) -> list[str]:

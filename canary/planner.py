@@ -267,10 +267,17 @@ def managed_route_names(virtual_service: dict[str, Any]) -> list[str]:
     ]
 
 
+PLANNER_ANNOTATIONS = (RELEASE_ANNOTATION, PHASE_ANNOTATION)
+
+
 def same_routing(desired: dict[str, Any], actual: dict[str, Any]) -> bool:
-    """Whether the cluster holds what the planner said (spec and our annotations)."""
+    """Whether the cluster holds what the planner said (spec and the planner's annotations).
+
+    Other annotations (the release lease, users' own) may change meanwhile; they are not
+    the planner's to compare.
+    """
     if desired.get("spec") != actual.get("spec"):
         return False
     want = desired["metadata"].get("annotations", {})
     have = actual.get("metadata", {}).get("annotations") or {}
-    return all(have.get(k) == v for k, v in want.items())
+    return all(have.get(k) == want[k] for k in PLANNER_ANNOTATIONS if k in want)

@@ -1,6 +1,7 @@
 """`canary run PLAN`: run a release against a cluster and report how it ended.
 
-Exit codes: 0 promoted, 3 rolled back, 2 bad input (plan, kubeconfig), 1 anything else.
+Exit codes: 0 promoted, 3 rolled back, 2 refused before any change (bad plan or
+kubeconfig, or another release holds the service), 1 anything else.
 Errors are reported in one line; Prefect's own console output is kept out of the way
 (its logs still reach the Prefect API).
 """
@@ -36,6 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
         release_id=args.release_id,
         initiator=args.initiator,
         notifiers=plan_notifiers(plan),
+        report=getattr(args, "report", None),
     )
 
 
@@ -64,13 +66,17 @@ def run_release(
     out: TextIO | None = None,
     notifiers: Sequence[Notifier] = (),
     before_summary: Callable[[], None] | None = None,
+    report: str | None = None,
 ) -> int:
     """Run the flow, print each transition and a summary; returns the exit code.
 
     `notifiers` also get the release's events; `before_summary` runs as the flow ends.
+    `report` is where the release report goes (markdown, and the plot beside it); by
+    default where `canary.report.reporting_to` says, if anywhere.
     """
     from canary.cluster import ClusterConfigError, api_client
     from canary.notify import ConsoleNotifier, notifying
+    from canary.report import reporting_to
     from flows import canary_release  # noqa: F401 - sets up Prefect's logging first
 
     out = out or sys.stdout
@@ -81,12 +87,14 @@ def run_release(
         return BAD_INPUT
     quiet_prefect_console()
     console = ConsoleNotifier(stdout=True, stream=out)
-    with notifying(console, *notifiers):
+    with notifying(console, *notifiers), reporting_to(report) as report_path:
         result, code = _run_flow(plan, kubeconfig, context, mesh_url, release_id, initiator)
     if before_summary is not None:
         before_summary()
     if result is not None:
         print_summary(result, out)
+    if report_path is not None and report_path.exists():
+        print(f"report    {report_path}  (plot: {report_path.with_suffix('.png')})", file=out)
     return code
 
 
@@ -99,6 +107,7 @@ def _run_flow(
     initiator: str | None,
 ) -> tuple[ReleaseResult | None, int]:
     from flows.canary_release import ReleaseFailed, ReleaseRolledBack, canary_release
+    from tasks.guard import ReleaseRefused
 
     try:
         result = canary_release(plan, kubeconfig, context, mesh_url, release_id, initiator)
@@ -109,6 +118,9 @@ def _run_flow(
     except KeyboardInterrupt:
         print("canary: interrupted", file=sys.stderr)
         return None, ERROR
+    except ReleaseRefused as exc:  # refused before any change, like a bad plan
+        print(f"canary: refused: {exc}", file=sys.stderr)
+        return None, BAD_INPUT
     except Exception as exc:
         print(f"canary: error: {_one_line(exc)}", file=sys.stderr)
         return None, ERROR

@@ -13,16 +13,20 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Cancelled, State
 from pydantic import BaseModel, Field
 
 from canary.approvals.gates import GateContext, await_gate
 from canary.cluster import ClusterConfigError, ReadinessTimeout, describe
 from canary.events import EventKind
+from canary.lease import LeaseLost
 from canary.manifests import ManifestError
 from canary.plan import ReleasePlan
 from canary.planner import PhaseKind, phases
+from canary.report import reporting
 from canary.routing import RoutingMismatch
 from tasks.context import ReleaseContext, emit
+from tasks.guard import ReleaseCancelled, ReleaseRefused, ReleaseStopped, checkpoint, guarding
 from tasks.health import HealthCheckFailed
 from tasks.phases import (
     ChecksFailed,
@@ -37,6 +41,7 @@ from tasks.phases import (
     test,
     weighted_step,
 )
+from tasks.recovery import roll_back_stopped_run
 
 Outcome = Literal["promoted", "rolled-back", "failed"]
 
@@ -94,7 +99,17 @@ class ReleaseFailed(ReleaseRolledBack):
         self.args = (f"release failed and rollback did not complete: {result.reason}",)
 
 
-@flow(name="canary-release", persist_result=False)
+class RunCancelled(ReleaseRolledBack):
+    """The run was cancelled from Prefect; the release was rolled back."""
+
+
+@flow(
+    name="canary-release",
+    persist_result=False,
+    # A cancelled or crashed run's own code may not get to roll back: these do.
+    on_cancellation=[roll_back_stopped_run],
+    on_crashed=[roll_back_stopped_run],
+)
 def canary_release(
     plan: ReleasePlan,
     kubeconfig: str | None = None,
@@ -102,7 +117,7 @@ def canary_release(
     mesh_url: str | None = None,
     release_id: str | None = None,
     initiator: str | None = None,
-) -> ReleaseResult:
+) -> ReleaseResult | State:
     ctx = ReleaseContext(
         plan=plan,
         release_id=release_id or flow_run.id or "local",
@@ -110,28 +125,44 @@ def canary_release(
         kube_context=context,
         mesh_url=mesh_url,
     )
-    with releasing(ctx, initiator) as release:
-        release.run(isolate)
-        release.run(deploy)
-        release.run(test)  # when the plan has checks
-        release.run(header_route)  # when the plan has a header route
-        for step in release.step_names:
-            release.run(weighted_step, step)
-        release.run(promote)
-        release.run(cleanup)
+    try:
+        # Before any change: take the service's lease (or refuse), and adopt an unfinished
+        # release of this plan, to resume it where it stopped.
+        with (
+            guarding(ctx, release_id) as guarded,
+            releasing(guarded.ctx, initiator, guarded.resume_from) as release,
+        ):
+            release.run(isolate)
+            release.run(deploy)
+            release.run(test)  # when the plan has checks
+            release.run(header_route)  # when the plan has a header route
+            for step in release.step_names:
+                release.run(weighted_step, step)
+            release.run(promote)
+            release.run(cleanup)
+    except RunCancelled as exc:
+        return Cancelled(message=str(exc), data=exc)  # the run ends Cancelled, not Failed
     return release.result
 
 
 @contextlib.contextmanager
-def releasing(ctx: ReleaseContext, initiator: str | None = None) -> Iterator[Release]:
-    """Run the phases in the block; on any failure roll back and raise ReleaseRolledBack."""
+def releasing(
+    ctx: ReleaseContext, initiator: str | None = None, resume_from: str | None = None
+) -> Iterator[Release]:
+    """Run the phases in the block; on any failure roll back and raise ReleaseRolledBack.
+
+    Either way the release's report is published when it ends (canary.report). Phases
+    before `resume_from` are done already (a resumed release) and are skipped.
+    """
     release = Release(ctx, initiator)
-    try:
-        yield release
-    except (Exception, KeyboardInterrupt) as exc:
-        release.roll_back(exc)
-    else:
-        release.finish("promoted", "all traffic on the canary")
+    release.resume_from = resume_from
+    with reporting(ctx.plan, ctx.release_id, lambda: release.result):
+        try:
+            yield release
+        except (Exception, KeyboardInterrupt) as exc:
+            release.roll_back(exc)
+        else:
+            release.finish("promoted", "all traffic on the canary")
 
 
 class Release:
@@ -143,6 +174,7 @@ class Release:
         self.started = _now()
         self.records: list[PhaseRecord] = []
         self.result: ReleaseResult | None = None
+        self.resume_from: str | None = None
 
     @property
     def step_names(self) -> list[str]:
@@ -151,8 +183,9 @@ class Release:
     def run(self, phase_task: Any, phase_name: str | None = None) -> None:
         """Run one phase's task; phases the plan does not have are skipped."""
         name = phase_name or phase_task.name
-        if not self.ctx.has_phase(name):
+        if not self.ctx.has_phase(name) or self._done_before_resume(name):
             return
+        checkpoint(self.ctx)  # an abort, a cancellation or a lost lease stops here
         phase = self.ctx.phase(name)
         self.pass_gates_before(name)
         record = PhaseRecord(name=name, canary_weight=phase.canary_weight)
@@ -161,6 +194,12 @@ class Release:
         phase_task(self.ctx, name)
         record.finished, record.outcome = _now(), "completed"
         emit(self.ctx, EventKind.PHASE_FINISHED, name, canary_weight=phase.canary_weight)
+
+    def _done_before_resume(self, name: str) -> bool:
+        if self.resume_from is None:
+            return False
+        order = [p.name for p in phases(self.ctx.plan)]
+        return order.index(name) < order.index(self.resume_from)
 
     def pass_gates_before(self, phase_name: str) -> None:
         """Wait for the humans the plan asks for here; a refusal or timeout rolls back."""
@@ -178,6 +217,9 @@ class Release:
     def roll_back(self, exc: BaseException) -> None:
         failed = self._mark_failed()
         reason = f"{failed}: {failure_reason(exc)}" if failed else failure_reason(exc)
+        if isinstance(exc, LeaseLost):  # another release owns the traffic now: leave it be
+            emit(self.ctx, EventKind.FAILED, failed, message=reason)
+            raise ReleaseFailed(self.finish("failed", reason, failed)) from None
         emit(self.ctx, EventKind.ROLLBACK, failed, message=f"rolling back: {reason}")
         try:
             done = rollback(self.ctx, reason)
@@ -186,7 +228,8 @@ class Release:
             emit(self.ctx, EventKind.FAILED, failed, message=message)
             raise ReleaseFailed(self.finish("failed", message, failed)) from None
         emit(self.ctx, EventKind.ROLLBACK, failed, canary_weight=0, message=f"done: {done}")
-        raise ReleaseRolledBack(self.finish("rolled-back", reason, failed)) from None
+        ended = RunCancelled if isinstance(exc, ReleaseCancelled) else ReleaseRolledBack
+        raise ended(self.finish("rolled-back", reason, failed)) from None
 
     def finish(self, outcome: Outcome, reason: str, failed: str | None = None) -> ReleaseResult:
         plan = self.ctx.plan
@@ -220,8 +263,11 @@ _EXPLAINED = (
     GateRefused,
     ClusterConfigError,
     HealthCheckFailed,
+    LeaseLost,
     ManifestError,
     ReadinessTimeout,
+    ReleaseRefused,
+    ReleaseStopped,
     RollbackImpossible,
     RoutingMismatch,
     StableMissing,

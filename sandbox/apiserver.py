@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 
 from sandbox import builtin_types as bt
+from sandbox.chaos import Chaos
 from sandbox.istio_schema import IstioValidator
 from sandbox.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
 from sandbox.resources import (
@@ -161,8 +162,10 @@ class Target:
 # ----------------------------------------------------------------- server
 class ApiServer:
     def __init__(self, store: ObjectStore, *, host: str = "127.0.0.1", port: int = 0,
-                 istio: IstioValidator | None = None, log_size: int = 5000) -> None:
+                 istio: IstioValidator | None = None, log_size: int = 5000,
+                 chaos: Chaos | None = None) -> None:
         self.store = store
+        self.chaos = chaos  # fault injection (sandbox.chaos), checked at each request's entry
         self.istio = istio or IstioValidator()
         self.cluster_ips = bt.ClusterIPs()
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
@@ -768,6 +771,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if api.chaos is not None and api.chaos.intercept(self):
+            return  # the injected fault answered, or hung up
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         req = Request(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
                       ctype.lower(), body)

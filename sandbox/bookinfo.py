@@ -8,6 +8,7 @@ or DestinationRule exists at first: Istio routes by Service alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 SERVICES = ("details", "ratings", "reviews", "productpage")
@@ -63,10 +64,11 @@ def deployment(app: str, namespace: str, version: str = "v1", replicas: int = 1)
     }
 
 
-def objects(namespace: str = "default") -> list[tuple[str, Obj]]:
-    """``(resource plural, object)`` pairs in the order to create them."""
+def objects(namespace: str = "default", extra: Sequence[str] = ()) -> list[tuple[str, Obj]]:
+    """``(resource plural, object)`` pairs in the order to create them; ``extra`` names
+    more services built like BookInfo's (a Service, an account, a v1 Deployment)."""
     out: list[tuple[str, Obj]] = []
-    for app in SERVICES:
+    for app in (*SERVICES, *extra):
         out.append(("services", service(app, namespace)))
         out.append(("serviceaccounts", service_account(app, namespace)))
         out.append(("deployments", deployment(app, namespace)))

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--istio-crds", default=None, metavar="FILE",
                         help="validate Istio objects against this CRD file instead of the "
                              "built-in schema")
+    parser.add_argument("--chaos", default=None, metavar="SPEC",
+                        help="inject faults, e.g. seed=1,api-500=0.05,flap=0.2 "
+                             "(see docs/sandbox.md)")
+    parser.add_argument("--extra-services", default="", metavar="NAMES",
+                        help="more services like BookInfo's, comma-separated (the simulated "
+                             "traffic calls them too)")
     return parser
 
 
@@ -77,12 +83,15 @@ def sandbox_main(argv: Sequence[str]) -> int:
             raise _UsageError("--rps and --startup-delay cannot be negative")
         if args.istio_crds and not Path(args.istio_crds).is_file():
             raise _UsageError(f"--istio-crds: no such file: {args.istio_crds}")
+        from sandbox.chaos import Chaos
         from sandbox.server import Sandbox  # the heavy imports only once the flags are good
 
+        chaos = Chaos(args.chaos) if args.chaos else None
+        extra = [name.strip() for name in args.extra_services.split(",") if name.strip()]
         box = Sandbox(args.scenario, namespace=args.namespace, api_port=args.api_port,
                       ingress_port=args.ingress_port, metrics_port=args.metrics_port,
                       seed=args.seed, rps=args.rps, startup_delay_s=args.startup_delay,
-                      istio_crds=args.istio_crds)
+                      istio_crds=args.istio_crds, chaos=chaos, extra_services=extra)
     except _UsageError as exc:
         print(f"canary sandbox: error: {exc}", file=sys.stderr)
         return BAD_INPUT
@@ -108,6 +117,8 @@ def _run(box: Sandbox, kubeconfig: Path) -> int:
         print(f"ingress    {box.ingress_url}", flush=True)
         print(f"metrics    {box.metrics_url}", flush=True)
         print(f"kubeconfig {path}", flush=True)
+        if box.chaos is not None:
+            print(f"chaos      {box.chaos.describe()}", flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sandbox.chaos import Chaos
 from sandbox.store import AlreadyExists, NotFound, ObjectStore, clone, now_rfc3339
 
 Obj = dict[str, Any]
@@ -81,8 +82,10 @@ def _percent_or_int(value: Any, total: int, *, round_up: bool) -> int:
 class ReadinessController:
     def __init__(self, store: ObjectStore, scenario: Scenario | None = None, *,
                  default_delay_s: float = 0.5, delay_override_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, chaos: Chaos | None = None
+                 ) -> None:
         self.store = store
+        self.chaos = chaos  # readiness flapping (sandbox.chaos)
         self.scenario = scenario
         self.default_delay_s = default_delay_s
         self.delay_override_s = delay_override_s
@@ -155,6 +158,8 @@ class ReadinessController:
             due = self._reconcile_deployment(dep, owned.get(key, []), now)
             if due is not None:
                 wake.append(due)
+        if self.chaos is not None and (flap := self.chaos.next_flap_change(now)) is not None:
+            wake.append(flap)
         for key, orphans in owned.items():
             if key not in live:  # the Deployment is gone: garbage-collect its Pods
                 for pod in orphans:
@@ -252,7 +257,8 @@ class ReadinessController:
 
     def _ready(self, pod: Obj, now: float) -> bool:
         clock = self._clock_for(pod, now)
-        return clock.ready_at is not None and now >= clock.ready_at
+        started = clock.ready_at is not None and now >= clock.ready_at
+        return started and not (self.chaos is not None and self.chaos.flapped(pod, now))
 
     def _sync_pod(self, pod: Obj, now: float) -> float | None:
         """Write the Pod's readiness if it changed; returns when it will change next."""
@@ -267,7 +273,9 @@ class ReadinessController:
                                   lambda p: p | {"status": new_status})
             except NotFound:
                 return None
-        return None if ready or clock.ready_at is None else clock.ready_at
+        if ready or clock.ready_at is None or clock.ready_at <= now:
+            return None  # ready, never ready, or down for flapping (reconcile wakes for that)
+        return clock.ready_at
 
     def _delete_pod(self, pod: Obj) -> None:
         with contextlib.suppress(NotFound):

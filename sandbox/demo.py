@@ -197,22 +197,29 @@ class GateAnswerer:
         self._answered: set[str] = set()
 
     def notify(self, event: ReleaseEvent) -> None:
-        if event.kind != EventKind.APPROVAL_REQUESTED or event.phase in self._answered:
+        # Keyed by gate: an inconclusive analysis asks during a phase under a key of its own.
+        key = event.gate or event.phase
+        if event.kind != EventKind.APPROVAL_REQUESTED or key in self._answered:
             return
-        self._answered.add(event.phase or "")
+        self._answered.add(key or "")
+        what = (
+            f"gate before {event.phase}"
+            if key == event.phase
+            else f"analysis pause at {event.phase}"
+        )
         # The release id is the flow run id: the demo does not set one of its own.
-        args = (event.release_id, event.phase)
+        args = (event.release_id, key, what)
         threading.Thread(target=self._approve, args=args, daemon=True).start()
 
-    def _approve(self, run_id: str, gate: str | None) -> None:
+    def _approve(self, run_id: str, gate: str | None, what: str) -> None:
         from canary.approvals.gates import DecisionError, auto_approve
 
         try:
-            auto_approve(run_id, who="demo", timeout=GATE_TIMEOUT)
+            auto_approve(run_id, gate, who="demo", timeout=GATE_TIMEOUT)
         except DecisionError as exc:
-            print(f"          gate before {gate}: not answered: {exc}", file=self.out)
+            print(f"          {what}: not answered: {exc}", file=self.out)
             return
-        print(f"          gate before {gate}: approved by demo", file=self.out)
+        print(f"          {what}: approved by demo", file=self.out)
 
 
 def format_split(split: dict[str, float], plan: ReleasePlan) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox import bookinfo
 from sandbox.apiserver import ApiServer
+from sandbox.chaos import Chaos
 from sandbox.controller import ReadinessController
 from sandbox.ingress import IngressServer
 from sandbox.istio_metrics import IstioMetrics
@@ -42,10 +44,14 @@ class Sandbox:
                  api_port: int = 0, ingress_port: int = 0, metrics_port: int = 0,
                  seed: int | None = None, rps: float = 50.0, jason_share: float = 0.1,
                  startup_delay_s: float | None = None, istio_crds: str | None = None,
-                 preload: bool = True) -> None:
+                 preload: bool = True, chaos: str | Chaos | None = None,
+                 extra_services: Sequence[str] = ()) -> None:
         """``startup_delay_s``, when given, replaces every version's start-up delay.
         ``istio_crds`` validates Istio objects against a published CRD file instead of
-        the built-in schema. ``preload=False`` starts with an empty namespace."""
+        the built-in schema. ``preload=False`` starts with an empty namespace.
+        ``chaos`` injects faults (a spec string or a Chaos, see sandbox.chaos).
+        ``extra_services`` are more services like BookInfo's (Service, v1 Deployment),
+        which the simulated traffic also calls."""
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self.namespace = namespace
         self.seed = seed
@@ -54,6 +60,8 @@ class Sandbox:
         self._startup_delay_s = startup_delay_s
         self._istio = IstioValidator(istio_crds)  # fails fast on a bad CRD file
         self._preload = preload
+        self.chaos = Chaos(chaos) if isinstance(chaos, str) else chaos
+        self.extra_services = tuple(extra_services)
         self.store = ObjectStore()
         self.api: ApiServer | None = None
         self.controller: ReadinessController | None = None
@@ -68,23 +76,28 @@ class Sandbox:
         api_port, ingress_port, metrics_port = self._ports
         rps, jason_share = self._rates
         try:
-            self.api = ApiServer(self.store, host=HOST, port=api_port, istio=self._istio).start()
+            if self.chaos is not None:
+                self.chaos.restart_clock()
+            self.api = ApiServer(self.store, host=HOST, port=api_port, istio=self._istio,
+                                 chaos=self.chaos).start()
             self.api.ensure_namespace(self.namespace)
             if self._preload:
-                for plural, obj in bookinfo.objects(self.namespace):
+                for plural, obj in bookinfo.objects(self.namespace, self.extra_services):
                     self.api.create_object(plural, obj)
             self.controller = ReadinessController(
-                self.store, self.scenario, delay_override_s=self._startup_delay_s).start()
+                self.store, self.scenario, delay_override_s=self._startup_delay_s,
+                chaos=self.chaos).start()
             router, metrics = MeshRouter(self.store, self.namespace), IstioMetrics()
             self.simulator = TrafficSimulator(
                 self.store, self.scenario, namespace=self.namespace, rps=rps,
-                jason_share=jason_share, seed=self.seed, metrics=metrics, router=router)
+                jason_share=jason_share, seed=self.seed, metrics=metrics, router=router,
+                service=["reviews", *self.extra_services])
             self.simulator.start()
             self.ingress = IngressServer(self.store, self.scenario, HOST, ingress_port,
                                          self.namespace, metrics=metrics, router=router,
                                          seed=self.seed)
             self.ingress.start()
-            self._metrics = _MetricsServer(self.simulator, metrics_port).start()
+            self._metrics = _MetricsServer(self.simulator, metrics_port, self.chaos).start()
         except BaseException:
             self.stop()
             raise
@@ -153,9 +166,10 @@ def _rolled_out(deployment: dict[str, Any]) -> bool:
 class _MetricsServer:
     """``/metrics`` (Prometheus text), ``/debug/split`` and ``/debug/routing``."""
 
-    def __init__(self, simulator: TrafficSimulator, port: int = 0) -> None:
+    def __init__(self, simulator: TrafficSimulator, port: int = 0,
+                 chaos: Chaos | None = None) -> None:
         self.simulator = simulator
-        self._httpd = ThreadingHTTPServer((HOST, port), _metrics_handler(simulator))
+        self._httpd = ThreadingHTTPServer((HOST, port), _metrics_handler(simulator, chaos))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -177,7 +191,8 @@ class _MetricsServer:
             self._thread.join(timeout=5)
 
 
-def _metrics_handler(simulator: TrafficSimulator) -> type[BaseHTTPRequestHandler]:
+def _metrics_handler(simulator: TrafficSimulator, chaos: Chaos | None = None
+                     ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         wbufsize = 64 * 1024  # headers and body in one write: no delayed-ACK stalls
@@ -187,6 +202,9 @@ def _metrics_handler(simulator: TrafficSimulator) -> type[BaseHTTPRequestHandler
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if url.path in ("/metrics", "/stats/prometheus"):
+                if chaos is not None and chaos.metrics_down():
+                    self._reply(503, b"metrics unavailable (chaos)\n", "text/plain")
+                    return
                 self._reply(200, simulator.metrics_text(), PROMETHEUS_TEXT)
             elif url.path == "/debug/split":
                 try:

@@ -19,6 +19,7 @@ from canary.cluster import is_ready, readiness_summary
 from canary.events import EventKind
 from canary.planner import Phase
 from tasks.context import ReleaseContext, cluster_of, emit
+from tasks.guard import checkpoint
 
 if TYPE_CHECKING:
     from canary.analysis import AnalysisResult, Analyzer
@@ -34,6 +35,8 @@ class Verdict(BaseModel):
     detail: str = ""
     # Not failed, not passed: the check wants more rounds before the hold may end.
     pending: bool = False
+    # Seconds the round waited for a person; the hold does not count them as watched.
+    waited: float = 0.0
 
     def line(self) -> str:
         state = "ok" if self.passed else "pending" if self.pending else "FAILED"
@@ -85,7 +88,11 @@ def _hold(ctx: ReleaseContext, phase: Phase) -> None:
     rounds = failed_in_row = failed_in_all = 0
     while True:
         _sleep_until(_next_round(analysis.interval, deadline, first=rounds == 0))
+        checkpoint(ctx)  # `canary abort`, a cancellation or a lost lease: roll back now
         verdicts = check_health(ctx, phase)
+        # A person's time to answer is neither watching time nor "undecided" time past the
+        # hold's end: the deadline moves by it.
+        deadline += sum(v.waited for v in verdicts)
         rounds += 1
         failed = [v for v in verdicts if not v.passed and not v.pending]
         pending = [v for v in verdicts if v.pending]
@@ -173,17 +180,44 @@ def metric_analysis(ctx: ReleaseContext, phase: Phase) -> Verdict:
     decision = str(result.decision)
     message = f"analysis {decision}: {result.reason}"
     if decision == "pause":
-        # No pause-for-a-human yet: the hold waits as for "hold", bounded, and says so.
-        message = f"analysis pause: a human is needed ({result.reason}); holding meanwhile"
+        message = f"analysis pause: asking a person ({result.reason})"
     emit(ctx, EventKind.ANALYSIS, phase.name, message=message)
     if decision == "rollback":
         raise HealthCheckFailed(rollback_reason(phase, result))
+    if decision == "pause":
+        return ask_a_person(ctx, phase, result)
     return Verdict(
         check="metric-analysis",
         passed=decision == "continue",
         pending=decision in ("hold", "pause"),
         detail=result.reason,
     )
+
+
+def ask_a_person(ctx: ReleaseContext, phase: Phase, result: AnalysisResult) -> Verdict:
+    """Pause the release at its current weight until someone decides.
+
+    Approval: the hold goes on with the next round (a pending round: only a passing check
+    ends a hold, so an approval never advances the canary by itself). Rejection, timeout
+    or abort: rollback with the gate's message.
+    """
+    from prefect.context import FlowRunContext
+
+    from canary.approvals.gates import GateContext, await_gate
+    from canary.approvals.inconclusive import analysis_gate, analysis_pause_key
+
+    verdict = {"check": "metric-analysis", "passed": False, "pending": True}
+    if FlowRunContext.get() is None:
+        # A phase task run on its own has no flow run to pause: hold, bounded, as for "hold".
+        return Verdict(**verdict, detail=f"{result.reason}; no flow run to pause")
+    started = time.monotonic()
+    release = GateContext.from_plan(ctx.plan, ctx.release_id, canary_weight=phase.canary_weight)
+    gate = analysis_gate(ctx.plan, phase.name, result.reason)
+    outcome = await_gate(gate, release, key=analysis_pause_key(phase.name))
+    if not outcome.proceed:
+        raise HealthCheckFailed(outcome.message)
+    waited = time.monotonic() - started
+    return Verdict(**verdict, detail=f"{outcome.message}; analysis goes on", waited=waited)
 
 
 def rollback_reason(phase: Phase, result: AnalysisResult) -> str:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
 from canary.checks import base_url, run_checks
-from canary.cluster import is_transient, retrying
+from canary.cluster import ReadinessTimeout, is_transient, retrying
 from canary.events import EventKind
 from canary.manifests import canary_deployment, same_deployment
 from canary.planner import (
@@ -28,10 +28,12 @@ from canary.planner import (
     rollback_routing,
     routing_for,
 )
+from canary.recorded import record_stable, recorded_stable
+from canary.routing import RoutingMismatch
 from tasks.context import ReleaseContext, cluster_of, emit, router_of
 from tasks.health import hold
 
-ROLLBACK_TIMEOUT = 120.0  # rollback keeps retrying while the API is unreachable
+ROLLBACK_TIMEOUT = 600.0  # rollback keeps retrying while the API does not answer
 
 
 class ChecksFailed(Exception):
@@ -82,8 +84,9 @@ def deploy(ctx: ReleaseContext, phase_name: str = "deploy") -> None:
     plan = ctx.plan
     apply_routing(ctx, ctx.phase(phase_name))
     cluster = cluster_of(ctx)
-    stable = None if plan.canary.manifest else cluster.get_deployment(plan.stable_deployment)
-    manifest = canary_deployment(plan, stable, ctx.release_id)
+    stable = cluster.get_deployment(plan.stable_deployment)
+    manifest = canary_deployment(plan, None if plan.canary.manifest else stable, ctx.release_id)
+    record_stable(manifest, stable)  # what a rollback after cleanup may recreate
     cluster.apply_deployment(manifest, unchanged=same_deployment)
     cluster.wait_ready(plan.canary_deployment, time.monotonic() + plan.timeouts.readiness)
 
@@ -139,7 +142,22 @@ def cleanup(ctx: ReleaseContext, phase_name: str = "cleanup") -> None:
 @task(name="rollback", cache_policy=NONE, persist_result=False)
 def rollback(ctx: ReleaseContext, reason: str = "") -> str:
     """All traffic to stable, the canary removed, both read back; returns what was done."""
-    return retrying(lambda: _roll_back(ctx), what="roll back", timeout=ROLLBACK_TIMEOUT)
+    return land_rollback(ctx)
+
+
+def land_rollback(ctx: ReleaseContext) -> str:
+    """Roll back until it is done: transient API errors and a routing read back different
+    (someone wrote meanwhile) are retried, up to ROLLBACK_TIMEOUT. Usable outside a flow
+    run (the flow's state hooks call it)."""
+    deadline = time.monotonic() + ROLLBACK_TIMEOUT
+    while True:
+        left = max(deadline - time.monotonic(), 0.0)
+        try:
+            return retrying(lambda: _roll_back(ctx), what="roll back", timeout=left)
+        except RoutingMismatch:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 # --- shared steps --------------------------------------------------------------------
@@ -174,18 +192,47 @@ def _roll_back(ctx: ReleaseContext) -> str:
     cluster, router = cluster_of(ctx), router_of(ctx)
     current = router.get_routes()
     if current is not None:
-        if _runs(cluster.get_deployment(plan.stable_deployment)):
+        stable = cluster.get_deployment(plan.stable_deployment)
+        if not _runs(stable) and _sends_to_canary(ctx, current):
+            stable = _bring_back_stable(ctx, stable)
+        if _runs(stable):
             desired = rollback_routing(plan, ctx.release_id, current)
             router.set_routes(desired)
             router.verify(desired)
-        elif _sends_to_canary(ctx, current):
-            raise RollbackImpossible(
-                f"stable Deployment {plan.stable_deployment} is gone or scaled to zero; "
-                "traffic left on the canary"
-            )
     canary = _retire_canary(ctx)
     _verify_rolled_back(ctx)
     return f"all traffic on {plan.stable.version}; {canary}"
+
+
+def _bring_back_stable(ctx: ReleaseContext, stable: dict[str, Any] | None) -> dict[str, Any]:
+    """After cleanup: recreate stable as `rollback.afterPromotion` says, and wait until ready.
+
+    Traffic moves back only to a stable that is ready: never to an empty subset.
+    """
+    plan, cluster = ctx.plan, cluster_of(ctx)
+    gone = f"stable Deployment {plan.stable_deployment} is gone or scaled to zero"
+    if plan.rollback.after_promotion == "hold":
+        raise RollbackImpossible(
+            f"{gone}; traffic left on the canary (rollback.afterPromotion: hold)"
+        )
+    recorded = recorded_stable(cluster.get_deployment(plan.canary_deployment))
+    if stable is not None:  # cleanup scaled it to zero
+        replicas = (recorded or {}).get("spec", {}).get("replicas") or 1
+        cluster.scale_deployment(plan.stable_deployment, replicas)
+    elif recorded is None:
+        raise RollbackImpossible(
+            f"{gone} and no manifest of it was recorded; traffic left on the canary"
+        )
+    else:
+        cluster.apply_deployment(recorded, unchanged=lambda wanted, found: True)
+    try:
+        return cluster.wait_ready(
+            plan.stable_deployment, time.monotonic() + plan.timeouts.readiness
+        )
+    except ReadinessTimeout as exc:
+        raise RollbackImpossible(
+            f"recreated stable is not ready ({exc}); traffic left on the canary"
+        ) from None
 
 
 def _retire_canary(ctx: ReleaseContext) -> str:

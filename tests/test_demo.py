@@ -28,6 +28,9 @@ def test_healthy_is_promoted_faulty_and_unready_are_rolled_back(prefect_api_url)
     healthy, faulty, unready = (outputs[s][0] for s in ("healthy", "faulty", "unready"))
 
     assert "step-1  weight-changed  v2 at 20%" in healthy
+    # Both of the plan's gates, answered by the demo as a person would.
+    assert "gate before step-1: approved by demo" in healthy
+    assert "gate before promote: approved by demo" in healthy
     assert "traffic  v1" in healthy
     assert "outcome   promoted" in healthy
     assert "routing   v1 0%   v2 100%" in healthy

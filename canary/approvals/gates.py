@@ -321,12 +321,15 @@ def await_gate(
     notifier: Notifier | None = None,
     *,
     members: Members | None = None,
+    key: str | None = None,
 ) -> GateOutcome:
     """Pause the current flow run until the gate is decided, refused input re-pauses.
 
     Returns the outcome; when `outcome.proceed` is False the caller rolls back and ends the
     run with `outcome.message`. `members` resolves Slack user groups for decisions typed
-    into the Prefect UI (default: the Slack Web API when SLACK_BOT_TOKEN is set).
+    into the Prefect UI (default: the Slack Web API when SLACK_BOT_TOKEN is set). `key`
+    replaces the gate's key (its pause key, stored request and recorded decision) for pauses
+    that are not the plan's gates, e.g. an inconclusive analysis during a phase.
     """
     from prefect.context import FlowRunContext
 
@@ -334,6 +337,8 @@ def await_gate(
     if context is None or context.flow_run is None:
         raise RuntimeError("await_gate must be called inside a flow run")
     run_id = str(context.flow_run.id)
+    if key is not None:
+        gate = _KeyedGate.model_validate({**gate.model_dump(), "own_key": key})
     earlier = gate_already_decided(release.release_id, gate.key)
     if earlier is not None and earlier.proceed:
         _tell(notifier, release, gate, "approval-given", f"{earlier.message} (decided earlier)")
@@ -344,6 +349,20 @@ def await_gate(
     _record_decision(release.release_id, outcome)
     _tell(notifier, release, gate, _EVENT_OF[outcome.decision], outcome.message)
     return outcome
+
+
+class _KeyedGate(Gate):
+    """A gate asked under its own key rather than its phase's.
+
+    A plan gate's key is the phase it stands before; a pause during that phase must not
+    share it, or the plan gate's recorded decision would answer it.
+    """
+
+    own_key: str = Field(exclude=True)
+
+    @property
+    def key(self) -> str:
+        return self.own_key
 
 
 _EVENT_OF = {
@@ -540,6 +559,7 @@ def _tell(
         canary_version=release.canary_version,
         kind=EventKind(kind),
         phase=gate.before,
+        gate=gate.key,
         canary_weight=release.canary_weight,
         message=message,
     )

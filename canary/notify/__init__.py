@@ -19,7 +19,14 @@ from typing import Protocol, runtime_checkable
 from canary.events import ReleaseEvent
 from canary.notify.console import ConsoleNotifier
 
-__all__ = ["ConsoleNotifier", "Notifier", "Notifiers", "current_notifier", "notifying"]
+__all__ = [
+    "ConsoleNotifier",
+    "Notifier",
+    "Notifiers",
+    "current_notifier",
+    "notifying",
+    "notifying_here",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +73,16 @@ class Notifiers:
 
 _DEFAULT: Notifier = ConsoleNotifier()
 _current: Notifier = _DEFAULT
+# Set by `notifying_here`: this context's notifier, ahead of the process's. Releases run
+# side by side in threads of one process each keep their own (see canary.report).
+_here: contextvars.ContextVar[Notifier | None] = contextvars.ContextVar(
+    "canary_notifier", default=None
+)
 
 
 def current_notifier() -> Notifier:
-    """Where this process's releases send their events (the run log by default)."""
-    return _current
+    """Where releases run here send their events (the run log by default)."""
+    return _here.get() or _current
 
 
 @contextlib.contextmanager
@@ -83,4 +95,16 @@ def notifying(*notifiers: Notifier, timeout: float = 2.0) -> Iterator[Notifiers]
         yield fan_out
     finally:
         _current = previous
+        fan_out.close()
+
+
+@contextlib.contextmanager
+def notifying_here(*notifiers: Notifier, timeout: float = 2.0) -> Iterator[Notifiers]:
+    """Like `notifying`, for this context only (this thread, and what Prefect runs from it)."""
+    fan_out = Notifiers(notifiers, timeout=timeout)
+    token = _here.set(fan_out)
+    try:
+        yield fan_out
+    finally:
+        _here.reset(token)
         fan_out.close()

@@ -180,10 +180,11 @@ class SlackNotifier:
             text=_reply_text(event),
             blocks=_reply_blocks(event, self._buttons(thread, event)),
         )
-        if event.kind is EventKind.APPROVAL_REQUESTED and event.phase:
+        gate = _gate_of(event)
+        if event.kind is EventKind.APPROVAL_REQUESTED and gate:
             posted = [b for b in reply["message"].get("blocks", []) if b.get("type") != "actions"]
-            thread.requests.setdefault(event.phase, []).append((reply["ts"], posted))
-        elif event.kind in _DECISIONS and event.phase:
+            thread.requests.setdefault(gate, []).append((reply["ts"], posted))
+        elif event.kind in _DECISIONS and gate:
             self._close_requests(thread, event)
 
     def _post_parent(self, thread: _Thread, event: ReleaseEvent) -> None:
@@ -207,7 +208,7 @@ class SlackNotifier:
             log.warning("Slack: parent message of %s not updated: %s", event.release_id, exc)
 
     def _close_requests(self, thread: _Thread, event: ReleaseEvent) -> None:
-        for ts, posted in thread.requests.pop(event.phase or "", []):
+        for ts, posted in thread.requests.pop(_gate_of(event) or "", []):
             blocks = [*posted, _context(f"{_ICON[event.kind]} {event.message}")]
             try:
                 self.client.chat_update(
@@ -220,15 +221,16 @@ class SlackNotifier:
         return self.client.chat_postMessage(**kwargs)
 
     def _buttons(self, thread: _Thread, event: ReleaseEvent) -> dict[str, Any] | None:
-        if event.kind is not EventKind.APPROVAL_REQUESTED or not event.phase:
+        gate = _gate_of(event)
+        if event.kind is not EventKind.APPROVAL_REQUESTED or not gate:
             return None
         key = binding_key()
         if not (key and thread.run_id):
             return None
-        value = sign_binding(thread.run_id, event.phase, key)
+        value = sign_binding(thread.run_id, gate, key)
         return {
             "type": "actions",
-            "block_id": f"canary_gate_{event.phase}",
+            "block_id": f"canary_gate_{gate}",
             "elements": [
                 _button("Approve", APPROVE_ACTION, value, "primary"),
                 _button("Reject", REJECT_ACTION, value, "danger"),
@@ -261,6 +263,11 @@ class SlackNotifier:
         if not (base and run_id):
             return None
         return f"<{base.rstrip('/')}/flow-runs/flow-run/{run_id}|flow run {run_id[:8]}>"
+
+
+def _gate_of(event: ReleaseEvent) -> str | None:
+    """The key of the gate an approval event is about (events without one: their phase)."""
+    return event.gate or event.phase
 
 
 def _advance(thread: _Thread, event: ReleaseEvent) -> None:

@@ -14,7 +14,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import REQUEST_TIMEOUT, is_not_found, retrying
-from canary.planner import Routing, same_routing
+from canary.planner import PLANNER_ANNOTATIONS, Routing, same_routing
 from canary.routing import RoutingMismatch
 
 GROUP = "networking.istio.io"
@@ -110,12 +110,20 @@ def with_all_subsets(desired: dict[str, Any], current: dict[str, Any]) -> dict[s
 
 
 def _replacement(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The desired object on top of the current metadata (resourceVersion, uid...)."""
+    """The desired object on top of the current metadata (resourceVersion, uid...).
+
+    Annotations are merged: the planner's come from `desired`, all others stay as the
+    server has them now (the lease is renewed while phases write).
+    """
     body = copy.deepcopy(desired)
     metadata = copy.deepcopy(current.get("metadata", {}))
-    for key in ("labels", "annotations"):
-        if key in desired["metadata"]:
-            metadata[key] = copy.deepcopy(desired["metadata"][key])
+    if "labels" in desired["metadata"]:
+        metadata["labels"] = copy.deepcopy(desired["metadata"]["labels"])
+    wanted = desired["metadata"].get("annotations") or {}
+    notes = metadata.get("annotations") or {}
+    notes.update({k: wanted[k] for k in PLANNER_ANNOTATIONS if k in wanted})
+    if notes:
+        metadata["annotations"] = notes
     body["metadata"] = metadata
     return body
 

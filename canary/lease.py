@@ -1,0 +1,270 @@
+"""One release per service at a time: a lease in annotations on the VirtualService.
+
+    canary.release/lease          the release id that holds the service
+    canary.release/lease-holder   the run (worker) holding it for that release
+    canary.release/lease-expires  RFC3339; the holder renews it while the release runs
+    canary.release/identity       <namespace>/<service>/<canary version> of that release
+    canary.release/outcome        how the last release ended; removed when one starts
+
+Every write carries the resourceVersion it read, so two writers conflict (HTTP 409) and
+the loser reads again and decides again: at most one of them takes a free lease.
+
+A live lease of another release refuses the newcomer. A lease of the same release (same
+identity) but another holder is a worker that died, or one still running: the newcomer
+waits for the lease to expire and takes it over, unless it sees it renewed meanwhile.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from canary.cluster import REQUEST_TIMEOUT, is_conflict, is_not_found, retrying
+from canary.plan import ReleasePlan
+from canary.planner import ANNOTATION_PREFIX, ISTIO_API_VERSION
+
+LEASE = ANNOTATION_PREFIX + "lease"
+LEASE_HOLDER = ANNOTATION_PREFIX + "lease-holder"
+LEASE_EXPIRES = ANNOTATION_PREFIX + "lease-expires"
+IDENTITY = ANNOTATION_PREFIX + "identity"
+OUTCOME = ANNOTATION_PREFIX + "outcome"
+LEASE_ANNOTATIONS = (LEASE, LEASE_HOLDER, LEASE_EXPIRES)
+
+GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
+
+
+class LeaseHeld(Exception):
+    """Another release holds the service; nothing was changed."""
+
+
+class LeaseLost(Exception):
+    """The lease was taken by another release while this one ran."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    release_id: str
+    holder: str
+    expires: datetime
+    identity: str
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return (now or datetime.now(UTC)) >= self.expires
+
+    def describe(self) -> str:
+        return f"release {self.release_id} (until {rfc3339(self.expires)})"
+
+
+def identity_of(plan: ReleasePlan) -> str:
+    """What makes a release the same release: where, which service, which canary version."""
+    return f"{plan.namespace}/{plan.service}/{plan.canary.version}"
+
+
+def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+
+
+def lease_of(vs: dict[str, Any] | None) -> Lease | None:
+    """The lease recorded on a VirtualService, if any (expired or not)."""
+    notes = annotations_of(vs)
+    if not notes.get(LEASE):
+        return None
+    try:
+        expires = datetime.fromisoformat(notes.get(LEASE_EXPIRES, "").replace("Z", "+00:00"))
+    except ValueError:
+        expires = datetime.min.replace(tzinfo=UTC)  # unreadable: treat as expired
+    return Lease(notes[LEASE], notes.get(LEASE_HOLDER, ""), expires, notes.get(IDENTITY, ""))
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class VirtualServiceLease:
+    """The lease of one plan's VirtualService, read and written through the API."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        plan: ReleasePlan,
+        *,
+        ttl: float,
+        retry_timeout: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.plan = plan
+        self.ttl = ttl
+        self.retry_timeout = retry_timeout
+        self._clock = clock
+        self._custom = k8s.CustomObjectsApi(api)
+
+    # --- reading --------------------------------------------------------------------
+
+    def read(self) -> dict[str, Any] | None:
+        def get() -> dict[str, Any] | None:
+            try:
+                return self._call("get_namespaced_custom_object", name=self.name)
+            except ApiException as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+
+        return retrying(get, what=f"read {PLURAL}/{self.name}", timeout=self.retry_timeout)
+
+    @property
+    def name(self) -> str:
+        return self.plan.virtual_service
+
+    # --- the lease's life -------------------------------------------------------------
+
+    def acquire(self, release_id: str, holder: str, *, patience: float | None = None) -> None:
+        """Take the lease for `release_id`, or raise LeaseHeld naming who holds it.
+
+        `patience` bounds the wait for a same-release lease to expire (default: its TTL).
+        """
+        deadline = time.monotonic() + (self.ttl if patience is None else patience) + 1.0
+        first_seen: Lease | None = None
+        while True:
+            vs = self.read()
+            held = lease_of(vs)
+            if held is not None and not self._free_for(held, holder):
+                if held.identity != identity_of(self.plan):
+                    raise LeaseHeld(self._refusal(held))
+                if first_seen is not None and held.expires != first_seen.expires:
+                    raise LeaseHeld(self._refusal(held, running_elsewhere=True))
+                first_seen = first_seen or held
+                if time.monotonic() > deadline:
+                    raise LeaseHeld(self._refusal(held, running_elsewhere=True))
+                self._sleep_until(held.expires, deadline)
+                continue
+            if self._write(vs, self._taken(vs, release_id, holder)):
+                return
+
+    def renew(self, release_id: str, holder: str) -> None:
+        """Push the expiry forward; LeaseLost when someone else holds the lease now."""
+        while True:
+            vs = self.read()
+            held = lease_of(vs)
+            if (
+                vs is None
+                or held is None
+                or (held.release_id, held.holder)
+                != (
+                    release_id,
+                    holder,
+                )
+            ):
+                who = held.describe() if held else "nobody"
+                raise LeaseLost(f"the lease on {self._where()} is now held by {who}")
+            if self._write(vs, self._with(vs, {LEASE_EXPIRES: self._expiry()})):
+                return
+
+    def release(self, release_id: str, holder: str, outcome: str) -> None:
+        """Give the lease back and record how the release ended; no-op if not ours."""
+        while True:
+            vs = self.read()
+            held = lease_of(vs)
+            if (
+                vs is None
+                or held is None
+                or (held.release_id, held.holder)
+                != (
+                    release_id,
+                    holder,
+                )
+            ):
+                return
+            changes: dict[str, str | None] = dict.fromkeys(LEASE_ANNOTATIONS)
+            if self._write(vs, self._with(vs, changes | {OUTCOME: outcome})):
+                return
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _free_for(self, held: Lease, holder: str) -> bool:
+        return held.holder == holder or held.expired(self._clock())
+
+    def _taken(self, vs: dict[str, Any] | None, release_id: str, holder: str) -> dict[str, Any]:
+        notes: dict[str, str | None] = {
+            LEASE: release_id,
+            LEASE_HOLDER: holder,
+            LEASE_EXPIRES: self._expiry(),
+            IDENTITY: identity_of(self.plan),
+            OUTCOME: None,
+        }
+        return self._with(vs if vs is not None else self._empty(), notes)
+
+    def _expiry(self) -> str:
+        return rfc3339(self._clock() + timedelta(seconds=self.ttl))
+
+    def _empty(self) -> dict[str, Any]:
+        """A VirtualService that routes as the Service alone does (no subsets yet)."""
+        host = self.plan.host
+        return {
+            "apiVersion": ISTIO_API_VERSION,
+            "kind": "VirtualService",
+            "metadata": {"name": self.name, "namespace": self.plan.namespace},
+            "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host}}]}]},
+        }
+
+    @staticmethod
+    def _with(vs: dict[str, Any], changes: dict[str, str | None]) -> dict[str, Any]:
+        body = copy.deepcopy(vs)
+        notes = body["metadata"].setdefault("annotations", {})
+        for key, value in changes.items():
+            if value is None:
+                notes.pop(key, None)
+            else:
+                notes[key] = value
+        return body
+
+    def _write(self, current: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+        """One conditional write; False when another writer came first (read again)."""
+
+        def write() -> dict[str, Any]:
+            if current is None:
+                return self._call("create_namespaced_custom_object", body=body)
+            return self._call("replace_namespaced_custom_object", name=self.name, body=body)
+
+        try:
+            retrying(
+                write,
+                what=f"write the lease on {PLURAL}/{self.name}",
+                timeout=self.retry_timeout,
+                retry_conflicts=False,  # a conflict means: read again, decide again
+            )
+        except ApiException as exc:
+            if is_conflict(exc):
+                return False
+            raise
+        return True
+
+    def _refusal(self, held: Lease, *, running_elsewhere: bool = False) -> str:
+        if running_elsewhere:
+            return (
+                f"{self._where()} is being released by {held.describe()}, still running in "
+                f"another worker ({held.holder}); not starting a second run"
+            )
+        return (
+            f"{self._where()} is being released by {held.describe()} "
+            f"[{held.identity or 'unknown'}]; one release per service at a time"
+        )
+
+    def _where(self) -> str:
+        return f"{self.plan.namespace}/{self.plan.service}"
+
+    def _sleep_until(self, expires: datetime, deadline: float) -> None:
+        left = (expires - self._clock()).total_seconds()
+        # Look again at least every second: a renewal shows that the holder is alive.
+        time.sleep(max(0.05, min(left, 1.0, deadline - time.monotonic())))
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        return getattr(self._custom, method)(
+            GROUP, VERSION, self.plan.namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT, **kwargs
+        )

@@ -1,0 +1,294 @@
+"""The flows Prefect deployments run (see deploy/prefect.yaml).
+
+* `release` (flow `canary-release`, deployment `canary-release`): one release, started from
+  the Prefect UI's parameter form, the API or the release train. The plan is a file under
+  the configs directory or given inline; `version` and `image` release another version than
+  the plan's canary. It runs the `canary_release` flow's body in its own run, so every
+  release, from `canary run` or a deployment, is a run of the flow `canary-release`.
+* `release_train` (flow and deployment `release-train`, on a cron schedule): one
+  `canary-release` run per plan that declares a pending version (`schedule` in the plan).
+
+Two releases of one service never run at once: each holds the Prefect global concurrency
+limit `canary-release-<namespace>-<service>` (one slot) while it runs; another waits for
+it, at most `lock_timeout` seconds, then fails saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from canary.pending import pending_release, with_canary
+from canary.plan import ReleasePlan
+from canary.plan_file import PlanError, Problem, load_plan
+from flows.canary_release import ReleaseResult, canary_release
+
+CONFIGS_ENV = "CANARY_CONFIGS_DIR"
+DEPLOYMENT = "canary-release/canary-release"
+FIRST_LOCK_TRY_S = 1.0
+
+# What the parameter form checks before a run is created (Kubernetes label values).
+Version = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", max_length=63)
+]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+class ReleaseLocked(Exception):
+    """Another release of the same service kept its lock past our patience."""
+
+
+@flow(
+    name="canary-release",
+    persist_result=False,
+    # The release flow's own: a cancelled or crashed run is rolled back.
+    on_cancellation=canary_release.on_cancellation_hooks,
+    on_crashed=canary_release.on_crashed_hooks,
+)
+def release(
+    plan: str | ReleasePlan,
+    version: Version | None = None,
+    image: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    mesh_url: str | None = None,
+    initiator: str | None = None,
+    lock_timeout: Seconds = 3600.0,
+) -> ReleaseResult | None:
+    """Canary release of one service, phase by phase; any failure rolls back.
+
+    Args:
+        plan: A plan file under the configs directory (e.g. configs/bookinfo-reviews.yaml),
+            or the plan itself.
+        version: Release this version instead of the plan's canary.version.
+        image: The image of that version (required with a new version, unless the plan's
+            canary is a manifest).
+        kubeconfig: Path of a kubeconfig; default $KUBECONFIG, else the in-cluster account.
+        context: The kubeconfig context to use.
+        mesh_url: Where the test phase sends its checks (default: the plan's tests.baseUrl).
+        initiator: Slack id of whoever started the release, for four-eyes gates.
+        lock_timeout: Seconds to wait while another release of the service runs.
+    """
+    chosen = with_canary(resolve_plan(plan), version, image, source=_source(plan))
+    with release_lock(chosen, lock_timeout):
+        if already_released(chosen, kubeconfig, context):
+            get_run_logger().info(
+                "%s already runs alone in %s: nothing to release",
+                chosen.canary_deployment,
+                chosen.namespace,
+            )
+            return None
+        return canary_release.fn(chosen, kubeconfig, context, mesh_url, None, initiator)
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+def configs_dir() -> Path:
+    return Path(os.environ.get(CONFIGS_ENV, "configs")).resolve()
+
+
+def resolve_plan(plan: str | ReleasePlan) -> ReleasePlan:
+    """The plan given inline, or read from a file that must lie in the configs directory.
+
+    Runs are started from a form: only plans the operators put in place may be read.
+    """
+    if isinstance(plan, ReleasePlan):
+        return plan
+    root = configs_dir()
+    for candidate in (Path(plan), root / plan):
+        path = candidate.resolve()
+        if path.is_relative_to(root) and path.is_file():
+            return load_plan(path)
+    message = f"no plan file {plan!r} in {root} (plans are read from there only)"
+    raise PlanError([Problem(plan, 0, "", message)])
+
+
+def _source(plan: str | ReleasePlan) -> str:
+    return plan if isinstance(plan, str) else "<inline plan>"
+
+
+# --- one release per service at a time ----------------------------------------------------
+
+
+def lock_name(plan: ReleasePlan) -> str:
+    return f"canary-release-{plan.namespace}-{plan.service}"
+
+
+@contextlib.contextmanager
+def release_lock(plan: ReleasePlan, timeout: float) -> Iterator[None]:
+    """Hold the service's release slot in the block; wait at most `timeout` for it."""
+    from prefect.concurrency.sync import concurrency
+
+    name = lock_name(plan)
+    ensure_lock(name)
+    # A lease renewal that fails (the API briefly away) must not kill a release halfway:
+    # the cluster-side lease (tasks/guard.py) still keeps other releases out.
+    hold = functools.partial(concurrency, name, strict=True, raise_on_lease_renewal_failure=False)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(hold(timeout_seconds=FIRST_LOCK_TRY_S))
+        except TimeoutError:
+            get_run_logger().info(
+                "another release of %s/%s is running; waiting for it (at most %gs)",
+                plan.namespace,
+                plan.service,
+                timeout,
+            )
+            try:
+                left = max(timeout - FIRST_LOCK_TRY_S, 0.1)
+                held.enter_context(hold(timeout_seconds=left))
+            except TimeoutError:
+                raise ReleaseLocked(
+                    f"another release of {plan.namespace}/{plan.service} kept running for "
+                    f"more than {timeout:g}s; this one did not start (lock {name})"
+                ) from None
+        yield
+
+
+def ensure_lock(name: str) -> None:
+    """Create the one-slot limit unless it exists (an operator may have changed it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run made it meanwhile
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+
+
+def already_released(plan: ReleasePlan, kubeconfig: str | None, context: str | None) -> bool:
+    """The canary runs and the stable Deployment is gone: an earlier run released it.
+
+    Without this, a run queued behind that release would find no stable to start from.
+    """
+    from canary.cluster import Cluster, api_client, is_ready
+
+    cluster = Cluster(api_client(kubeconfig, context), plan.namespace)
+    canary = cluster.get_deployment(plan.canary_deployment)
+    return is_ready(canary) and cluster.get_deployment(plan.stable_deployment) is None
+
+
+# --- the release train ---------------------------------------------------------------------
+
+
+class TrainCar(BaseModel):
+    """What the train did with one plan file."""
+
+    plan: str
+    service: str = ""
+    version: str = ""
+    action: str  # started, nothing pending, already released, already queued, invalid
+    flow_run_id: str | None = None
+    detail: str = ""
+
+
+@flow(name="release-train", persist_result=False)
+def release_train(
+    configs: str = "configs",
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    mesh_url: str | None = None,
+    deployment: str = DEPLOYMENT,
+) -> list[TrainCar]:
+    """Start one canary-release run for every plan that declares a pending version.
+
+    Args:
+        configs: The directory of plan files (*.yaml, *.yml).
+        kubeconfig: Passed to each release; default $KUBECONFIG, else in-cluster.
+        context: Passed to each release: the kubeconfig context.
+        mesh_url: Passed to each release: where the test phase sends its checks.
+        deployment: The deployment the releases run as.
+    """
+    where = dict(kubeconfig=kubeconfig, context=context, mesh_url=mesh_url)
+    cars = [_board(path, deployment, where) for path in plan_files(Path(configs))]
+    logger = get_run_logger()
+    for car in cars:
+        logger.info("%s: %s %s %s", car.plan, car.action, car.version, car.detail)
+    invalid = [car for car in cars if car.action == "invalid"]
+    if invalid:  # the valid ones are on their way; the run still ends Failed to be seen
+        raise PlanError([Problem(car.plan, 0, "", car.detail) for car in invalid])
+    return cars
+
+
+def plan_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def _board(path: Path, deployment: str, where: dict[str, Any]) -> TrainCar:
+    try:
+        plan = load_plan(path)
+        pending = pending_release(plan, str(path))
+    except PlanError as exc:
+        return TrainCar(plan=str(path), action="invalid", detail=str(exc))
+    if pending is None:
+        return TrainCar(plan=str(path), service=plan.service, action="nothing pending")
+    car = TrainCar(
+        plan=str(path), service=pending.service, version=pending.canary.version, action="started"
+    )
+    if _queued(pending, deployment):
+        return car.model_copy(update={"action": "already queued"})
+    with contextlib.suppress(Exception):  # unreadable cluster: the release will say why
+        if already_released(pending, where["kubeconfig"], where["context"]):
+            return car.model_copy(update={"action": "already released"})
+    run_id = _start(pending, deployment, where)
+    return car.model_copy(update={"flow_run_id": run_id, "detail": f"(flow run {run_id})"})
+
+
+def service_tag(plan: ReleasePlan) -> str:
+    return f"service:{plan.namespace}/{plan.service}"
+
+
+def _start(plan: ReleasePlan, deployment: str, where: dict[str, Any]) -> str:
+    from prefect.deployments import run_deployment
+
+    parameters = {"plan": plan.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    parameters |= {key: value for key, value in where.items() if value is not None}
+    run = run_deployment(
+        deployment,
+        parameters=parameters,
+        timeout=0,  # start it and go on: the releases run side by side, one per service
+        flow_run_name=f"{plan.service}-{plan.canary.version}",
+        tags=["release-train", service_tag(plan)],
+    )
+    return str(run.id)
+
+
+def _queued(plan: ReleasePlan, deployment: str) -> bool:
+    """A run of this service's release started earlier has not finished yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    open_states = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[service_tag(plan)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=open_states)),
+            ),
+            deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=[deployment.split("/")[-1]])
+            ),
+            limit=1,
+        )
+    return bool(runs)

@@ -1,0 +1,87 @@
+"""Rollback always lands: on abort, on cancellation from Prefect, and when a worker is stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelling
+
+from canary.approvals.gates import request_abort
+from canary.lease import LEASE, OUTCOME, annotations_of
+from canary.plan_file import plan_from_dict
+from tests.reliability.helpers import BackgroundRelease, assert_all_on_stable, write_plan
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.usefixtures("prefect_api_url")
+
+LONG_STEP = {"steps": [{"weight": 20, "hold": "30s"}], "analysis": {"interval": 1}}
+
+
+def test_an_abort_during_a_hold_rolls_back_within_a_round(start_sandbox, fast_plan):
+    box, plan = start_sandbox("healthy"), fast_plan(**LONG_STEP)
+    release = BackgroundRelease(plan, box)
+    run_id = release.wait_for_phase("step-1")
+
+    asked = time.monotonic()
+    request_abort(run_id, "U0ALICE")
+    state = release.finish()
+
+    assert time.monotonic() - asked < 5, "the hold did not notice the abort within a round"
+    assert state.is_failed()
+    result = state.result(raise_on_failure=False).result
+    assert result.outcome == "rolled-back" and result.failed_phase == "step-1"
+    assert result.reason.startswith("step-1: aborted"), result.reason
+    assert_all_on_stable(box, plan)
+
+
+def test_a_run_cancelled_from_prefect_rolls_back_and_ends_cancelled(start_sandbox, fast_plan):
+    box, plan = start_sandbox("healthy"), fast_plan(**LONG_STEP)
+    release = BackgroundRelease(plan, box)
+    run_id = release.wait_for_phase("step-1")
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelling(message="stopped from the UI"))
+    state = release.finish()
+
+    assert state.is_cancelled(), state
+    assert_all_on_stable(box, plan)
+    notes = annotations_of(box.get("virtualservices", "reviews"))
+    assert LEASE not in notes and notes[OUTCOME] == "rolled-back"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).state.is_cancelled()
+
+
+def test_a_terminated_worker_rolls_back_in_its_crash_hook(
+    start_sandbox, plan_data, prefect_api_url, tmp_path: Path
+):
+    box = start_sandbox("healthy")
+    data = plan_data(**LONG_STEP)
+    plan, path = plan_from_dict(data), write_plan(tmp_path / "plan.yaml", data)
+    env = os.environ | {"PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(tmp_path)}
+    command = [
+        sys.executable, "-m", "canary", "run", str(path), "--kubeconfig", box.kubeconfig,
+        "--mesh-url", box.sandbox.ingress_url,
+    ]  # fmt: skip
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: at_step_1(box), 90, interval=0.02, message="the run to reach step-1")
+        worker.send_signal(signal.SIGTERM)  # as Kubernetes stopping the worker's pod
+        output, _ = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert "rolling back: run crashed" in output.decode(), output.decode()
+    assert_all_on_stable(box, plan)
+    assert annotations_of(box.get("virtualservices", "reviews"))[OUTCOME] == "rolled-back"
+
+
+def at_step_1(box: Any) -> bool:
+    vs = box.get("virtualservices", "reviews")
+    return annotations_of(vs).get("canary.release/phase") == "step-1"
