@@ -161,6 +161,8 @@ def prefect_server(database: str | None, workdir: Path) -> Iterator[str]:
         server.terminate()
         server.wait(30)
         log.close()
+        locked = (workdir / "prefect-server.log").read_text(errors="replace").count("is locked")
+        print(f"Prefect server log: {locked} 'database is locked' errors")
 
 
 @dataclass

@@ -89,9 +89,9 @@ def test_commands_get_the_url_header_and_release_id(fast_plan, tmp_path):
         ],
     )
 
-    report = run_checks(plan, "r1", "http://mesh:80")
+    report = run_checks(plan, "r1", "http://127.0.0.1:8002")
 
-    assert seen.read_text().strip() == "http://mesh:80|x-canary-test: r1|r1"
+    assert seen.read_text().strip() == "http://127.0.0.1:8002|x-canary-test: r1|r1"
     assert [r.passed for r in report.results] == [True, False, False]
     assert report.results[1].detail == "exit 3: broken"
     assert report.results[2].detail == "timed out after 0.3s"
@@ -100,9 +100,9 @@ def test_commands_get_the_url_header_and_release_id(fast_plan, tmp_path):
 @pytest.mark.parametrize(
     ("plan_url", "mesh_url", "env_url", "expected"),
     [
-        ("http://plan/", "http://mesh", "http://env", "http://plan"),
-        (None, "http://mesh/", "http://env", "http://mesh"),
-        (None, None, "http://env", "http://env"),
+        ("http://127.0.0.1:8001/", "http://127.0.0.1:8002", "http://127.0.0.1:8003", "http://127.0.0.1:8001"),
+        (None, "http://127.0.0.1:8002/", "http://127.0.0.1:8003", "http://127.0.0.1:8002"),
+        (None, None, "http://127.0.0.1:8003", "http://127.0.0.1:8003"),
         (None, None, None, "http://reviews.default.svc.cluster.local:9080"),
     ],
 )
