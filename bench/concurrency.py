@@ -426,7 +426,7 @@ def main() -> int:
     args = parser.parse_args()
 
     services = ["reviews", *(f"svc-{i:02d}" for i in range(1, args.services))]
-    faulty = services[3 :: max(1, args.services // max(args.faulty, 1))][: args.faulty]
+    faulty = services[1 :: max(1, args.services // max(args.faulty, 1))][: args.faulty]
     lone_ok, lone_bad = "solo-ok", [f"solo-bad-{i}" for i in range(1, args.lone + 1)]
     workdir = Path(tempfile.mkdtemp(prefix="canary-bench-"))
     os.chmod(workdir, 0o755)
