@@ -45,7 +45,7 @@ def test_it_waits_as_long_as_the_first_gate_else_30_minutes_and_rolls_back_then(
 
 
 def test_a_long_reason_is_cut_to_the_gate_name_limit(fast_plan):
-    reason = "Prometheus at http://prometheus.istio-system:9090 did not answer after 4 attempts"
+    reason = "Prometheus at http://127.0.0.1:9090 did not answer after 4 attempts"
     asked = analysis_gate(fast_plan(), "step-2", reason)
     assert len(asked.title) == 80 and asked.title.endswith("…")
 

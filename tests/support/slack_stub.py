@@ -119,7 +119,7 @@ class SlackStub:
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
-            "url": "https://stub.slack.com/",
+            "url": "https://stub.example.com/",
             "team": "Stub",
             "user": "canary",
             "team_id": TEAM_ID,
