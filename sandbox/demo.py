@@ -38,6 +38,8 @@ SPLIT_WINDOW = 1.0
 # PromQL's rate() has several 1 s scrapes to work with.
 ANALYSIS_INTERVAL = 2.0
 METRIC_WINDOW = "5s"
+# Simulated users per second: enough canary requests in a 2 s hold for a p99 to mean something.
+DEMO_RPS = 200.0
 # Gates are answered by the demo itself, as a person would from Slack or the Prefect UI.
 GATE_TIMEOUT = 60.0
 
@@ -52,7 +54,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from sandbox.server import Sandbox
 
     try:
-        sandbox = Sandbox(args.scenario)
+        sandbox = Sandbox(args.scenario, rps=DEMO_RPS)
     except (ValueError, OSError) as exc:
         print(f"canary demo: {exc}", file=sys.stderr)
         return BAD_INPUT
