@@ -12,8 +12,8 @@ from canary.planner import ANNOTATION_PREFIX, RELEASE_ANNOTATION
 
 SPEC_HASH_ANNOTATION = ANNOTATION_PREFIX + "spec-hash"
 
-# Metadata that belongs to the stable object's life, not to a copy of it.
-_SERVER_FIELDS = (
+# What the API server owns; an object written anew gets its own.
+SERVER_METADATA = (
     "uid",
     "resourceVersion",
     "creationTimestamp",
@@ -22,8 +22,9 @@ _SERVER_FIELDS = (
     "selfLink",
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
-    "ownerReferences",
 )
+# Metadata that belongs to the stable object's life, not to a copy of it.
+_SERVER_FIELDS = (*SERVER_METADATA, "ownerReferences")
 _STALE_ANNOTATIONS = (
     "deployment.kubernetes.io/revision",
     "kubectl.kubernetes.io/last-applied-configuration",

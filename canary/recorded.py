@@ -14,21 +14,11 @@ import gzip
 import json
 from typing import Any
 
+from canary.manifests import SERVER_METADATA
 from canary.planner import ANNOTATION_PREFIX
 
 STABLE_MANIFEST_ANNOTATION = ANNOTATION_PREFIX + "stable-manifest"
 
-# What the API server owns; a recreated object gets its own.
-_SERVER_METADATA = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-)
 _SERVER_ANNOTATIONS = (
     "deployment.kubernetes.io/revision",
     "kubectl.kubernetes.io/last-applied-configuration",
@@ -38,7 +28,7 @@ _SERVER_ANNOTATIONS = (
 def stable_manifest(stable: dict[str, Any]) -> dict[str, Any]:
     """The stable Deployment without status and server-owned metadata."""
     metadata = copy.deepcopy(stable.get("metadata", {}))
-    for key in _SERVER_METADATA:
+    for key in SERVER_METADATA:
         metadata.pop(key, None)
     for key in _SERVER_ANNOTATIONS:
         metadata.get("annotations", {}).pop(key, None)
