@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,12 +24,12 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from canary.pending import pending_release, with_canary
+from canary.pending import pending_release
 from canary.plan import ReleasePlan
 from canary.plan_file import PlanError, Problem, load_plan
+from canary.plan_source import plan_to_release
 from flows.canary_release import ReleaseResult, canary_release
 
-CONFIGS_ENV = "CANARY_CONFIGS_DIR"
 DEPLOYMENT = "canary-release/canary-release"
 FIRST_LOCK_TRY_S = 1.0
 
@@ -76,7 +75,7 @@ def release(
         initiator: Slack id of whoever started the release, for four-eyes gates.
         lock_timeout: Seconds to wait while another release of the service runs.
     """
-    chosen = with_canary(resolve_plan(plan), version, image, source=_source(plan))
+    chosen = plan_to_release(plan, version, image)
     with release_lock(chosen, lock_timeout):
         if already_released(chosen, kubeconfig, context):
             get_run_logger().info(
@@ -86,33 +85,6 @@ def release(
             )
             return None
         return canary_release.fn(chosen, kubeconfig, context, mesh_url, None, initiator)
-
-
-# --- the plan ------------------------------------------------------------------------------
-
-
-def configs_dir() -> Path:
-    return Path(os.environ.get(CONFIGS_ENV, "configs")).resolve()
-
-
-def resolve_plan(plan: str | ReleasePlan) -> ReleasePlan:
-    """The plan given inline, or read from a file that must lie in the configs directory.
-
-    Runs are started from a form: only plans the operators put in place may be read.
-    """
-    if isinstance(plan, ReleasePlan):
-        return plan
-    root = configs_dir()
-    for candidate in (Path(plan), root / plan):
-        path = candidate.resolve()
-        if path.is_relative_to(root) and path.is_file():
-            return load_plan(path)
-    message = f"no plan file {plan!r} in {root} (plans are read from there only)"
-    raise PlanError([Problem(plan, 0, "", message)])
-
-
-def _source(plan: str | ReleasePlan) -> str:
-    return plan if isinstance(plan, str) else "<inline plan>"
 
 
 # --- one release per service at a time ----------------------------------------------------

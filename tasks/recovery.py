@@ -5,6 +5,8 @@ when a run crashes (a termination signal, an error the engine cannot hand to the
 flow's own code does not get to roll back. Prefect then calls `roll_back_stopped_run`, in
 the flow's process, or in the runner supervising it: it rolls back, unless this run never
 held the service (a refused run changed nothing, and must not undo another's release).
+Once the run's guard has let go (or in the runner) the release is rebuilt from the run's
+parameters, as the run built it: a plan file, `version` and `image` overrides included.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 from canary.cluster import api_client
 from canary.events import EventKind
-from canary.lease import VirtualServiceLease, lease_of
+from canary.lease import VirtualServiceLease, identity_of, lease_of
 from canary.plan import ReleasePlan
+from canary.plan_file import plan_from_dict
+from canary.plan_source import plan_to_release
 from tasks.context import ReleaseContext, emit
 from tasks.guard import guarded_by, lease_ttl
 from tasks.phases import land_rollback
@@ -36,6 +40,10 @@ def roll_back_stopped_run(flow: Any, flow_run: Any, state: Any) -> None:
     if held is None or held.holder != run_id:
         log.info("run %s does not hold %s: nothing to roll back", run_id, ctx.plan.service)
         return
+    if held.identity != identity_of(ctx.plan):  # e.g. its plan file was edited since
+        wrong = identity_of(ctx.plan)
+        log.warning("run %s holds %s, not %s: not rolled back", run_id, held.identity, wrong)
+        return
     ctx = ctx.model_copy(update={"release_id": held.release_id})
     reason = f"run {str(state.name).lower()}" + (f": {state.message}" if state.message else "")
     emit(ctx, EventKind.ROLLBACK, message=f"rolling back: {reason}")
@@ -50,12 +58,15 @@ def roll_back_stopped_run(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def context_from_parameters(flow_run: Any) -> ReleaseContext | None:
-    """The release context from a canary-release run's parameters (a runner's hook)."""
+    """The release context from a canary-release run's parameters (a runner's hook).
+
+    Two flows are named canary-release: `canary_release` (an inline plan) and the
+    deployment's `release` (a plan file, `version`/`image` overrides). The plan is rebuilt
+    as the run built it: another plan would name another release.
+    """
     params = dict(getattr(flow_run, "parameters", None) or {})
-    plan = params.get("plan")
-    if isinstance(plan, dict):
-        plan = ReleasePlan.model_validate(plan)
-    if not isinstance(plan, ReleasePlan):
+    plan = _plan_of(params, str(flow_run.id))
+    if plan is None:
         return None
     return ReleaseContext(
         plan=plan,
@@ -64,6 +75,19 @@ def context_from_parameters(flow_run: Any) -> ReleaseContext | None:
         kube_context=params.get("context"),
         mesh_url=params.get("mesh_url"),
     )
+
+
+def _plan_of(params: dict[str, Any], run_id: str) -> ReleasePlan | None:
+    plan = params.get("plan")
+    try:
+        if isinstance(plan, dict):  # the API stores an inline plan as JSON
+            plan = plan_from_dict(plan, "<inline plan>")
+        if not isinstance(plan, str | ReleasePlan):
+            return None
+        return plan_to_release(plan, params.get("version"), params.get("image"))
+    except Exception as exc:  # a hook must not raise: a plan file gone, edited, refused
+        log.warning("run %s: cannot rebuild its plan: %s", run_id, exc)
+        return None
 
 
 def _lease(ctx: ReleaseContext) -> VirtualServiceLease:

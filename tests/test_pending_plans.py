@@ -7,7 +7,7 @@ import yaml
 
 from canary.pending import pending_release, with_canary
 from canary.plan_file import PlanError, parse_plan, plan_from_dict
-from flows.deployed import resolve_plan
+from canary.plan_source import resolve_plan
 
 V3 = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.0"
 
