@@ -211,6 +211,8 @@ class Release:
                 self.ctx.plan, self.ctx.release_id, initiator=self.initiator, canary_weight=weight
             )
             outcome = await_gate(gate, release)
+            if outcome.decision == "cancelled":  # rolls back, then the run ends Cancelled
+                raise ReleaseCancelled(outcome.message)
             if not outcome.proceed:
                 raise GateRefused(outcome.message)
 

@@ -19,7 +19,7 @@ from canary.cluster import is_ready, readiness_summary
 from canary.events import EventKind
 from canary.planner import Phase
 from tasks.context import ReleaseContext, cluster_of, emit
-from tasks.guard import checkpoint
+from tasks.guard import ReleaseCancelled, checkpoint
 
 if TYPE_CHECKING:
     from canary.analysis import AnalysisResult, Analyzer
@@ -214,6 +214,8 @@ def ask_a_person(ctx: ReleaseContext, phase: Phase, result: AnalysisResult) -> V
     release = GateContext.from_plan(ctx.plan, ctx.release_id, canary_weight=phase.canary_weight)
     gate = analysis_gate(ctx.plan, phase.name, result.reason)
     outcome = await_gate(gate, release, key=analysis_pause_key(phase.name))
+    if outcome.decision == "cancelled":
+        raise ReleaseCancelled(outcome.message)
     if not outcome.proceed:
         raise HealthCheckFailed(outcome.message)
     waited = time.monotonic() - started

@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
+import httpx
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
@@ -36,7 +38,9 @@ log = logging.getLogger(__name__)
 Members = Callable[[str], Collection[str]]
 """Resolves a Slack user group id to the ids of its members."""
 
-Decision = Literal["approved", "rejected", "timed-out", "aborted"]
+Decision = Literal["approved", "rejected", "timed-out", "aborted", "cancelled"]
+Interrupted = Literal["aborted", "cancelled"]
+PAUSE_POLL_S = 1.0  # how soon a decision, an abort or a cancellation is seen
 _PAUSE_KEY = re.compile(r"^gate-(?P<gate>.+?)(?:-r(?P<attempt>\d+))?$")
 
 
@@ -111,7 +115,9 @@ class GateRequest(BaseModel):
     pause_key: str
     attempt: int = 1
     deadline: datetime
-    status: Literal["waiting", "approved", "rejected", "timed-out", "aborted"] = "waiting"
+    status: Literal["waiting", "approved", "rejected", "timed-out", "aborted", "cancelled"] = (
+        "waiting"
+    )
     decided_by: str | None = None
     reason: str = ""
     decided_at: datetime | None = None
@@ -282,6 +288,8 @@ def decide(
 def describe_decision(request: GateRequest) -> str:
     if request.status == "timed-out":
         return f"{request.title} already timed out"
+    if request.status == "cancelled":
+        return f"{request.title}: the run was cancelled from Prefect"
     when = f" at {request.decided_at:%H:%M:%S} UTC" if request.decided_at else ""
     return f"{request.title} was already {request.status} by {request.decided_by}{when}"
 
@@ -369,6 +377,7 @@ _EVENT_OF = {
     "approved": "approval-given",
     "rejected": "approval-rejected",
     "aborted": "approval-rejected",
+    "cancelled": "approval-rejected",
     "timed-out": "approval-timed-out",
 }
 
@@ -384,7 +393,9 @@ def _run_gate(
         answer = _pause(request)
         if answer is None:
             return _close(request, _timed_out(gate))
-        if abort_requested(run_id):
+        if answer == "cancelled":
+            return _close(request, _cancelled(gate))
+        if answer == "aborted" or abort_requested(run_id):
             return _close(request, _aborted(gate, run_id))
         current = gate_request(run_id, gate.key) or request
         why = (
@@ -436,24 +447,67 @@ def _reopen(request: GateRequest, why: str) -> GateRequest:
     return reopened
 
 
-def _pause(request: GateRequest) -> ApprovalInput | None:
-    """The input the run was resumed with, or None when the gate timed out."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
+def _pause(request: GateRequest) -> ApprovalInput | Interrupted | None:
+    """The input the run was resumed with; None when the gate timed out.
 
+    Prefect's `pause_flow_run` waits through a cancellation until its timeout; this wait
+    also ends when the run is being cancelled from the UI, or `canary abort` asked it to
+    stop, so the release rolls back at once instead of hours later.
+    """
     remaining = (request.deadline - datetime.now(UTC)).total_seconds()
     if remaining <= 0:
         return None
-    try:
-        return pause_flow_run(
-            wait_for_input=ApprovalInput,
-            timeout=max(1, math.ceil(remaining)),
-            poll_interval=1,
-            key=request.pause_key,
-            _sync=True,
-        )
-    except FlowPauseTimeout:
+    keyset = _enter_pause(request, max(1, math.ceil(remaining)))
+    if keyset is None:
+        return "cancelled"
+    return _wait_for_answer(request, keyset, time.monotonic() + remaining)
+
+
+def _enter_pause(request: GateRequest, timeout: int) -> dict[str, str] | None:
+    """Pause the run with the decision form; None if it is being cancelled already."""
+    from prefect.client.orchestration import get_client
+    from prefect.input import keyset_from_paused_state
+    from prefect.states import Paused
+
+    paused = Paused(timeout_seconds=timeout, reschedule=False, pause_key=request.pause_key)
+    keyset = keyset_from_paused_state(paused)
+    paused.state_details.run_input_keyset = keyset
+    with get_client(sync_client=True) as client:
+        state = client.set_flow_run_state(request.run_id, paused).state
+    if state is not None and (state.is_cancelling() or state.is_cancelled()):
         return None
+    if state is None or not state.is_paused():
+        raise RuntimeError(f"{request.title}: the run cannot be paused ({state})")
+    ApprovalInput.save(keyset, flow_run_id=UUID(request.run_id))  # the UI's form
+    _log().info("%s: paused until a decision, at most %ss", request.title, timeout)
+    return keyset
+
+
+def _wait_for_answer(
+    request: GateRequest, keyset: dict[str, str], deadline: float
+) -> ApprovalInput | Interrupted | None:
+    while time.monotonic() < deadline:
+        time.sleep(PAUSE_POLL_S)
+        try:
+            state = flow_run_state(request.run_id)
+            if state is not None and state.is_running():
+                return _answer(keyset, request.run_id)
+            if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                return "cancelled"
+            if abort_requested(request.run_id):
+                return "aborted"
+        except (httpx.HTTPError, OSError) as exc:  # the Prefect API blinked: keep waiting
+            _log().warning("%s: cannot read the run's state: %s", request.title, exc)
+    return None
+
+
+def _answer(keyset: dict[str, str], run_id: str) -> ApprovalInput:
+    from pydantic import ValidationError
+
+    try:
+        return ApprovalInput.load(keyset, flow_run_id=UUID(run_id))
+    except ValidationError:  # resumed without the form: a decision nobody made
+        return ApprovalInput(decision="reject", approver="", reason="resumed without a decision")
 
 
 def _verified(request: GateRequest, answer: ApprovalInput) -> bool:
@@ -521,6 +575,16 @@ def _timed_out(gate: Gate) -> GateOutcome:
         "; proceeding as the plan says" if proceed else ""
     )
     return GateOutcome(gate=gate.key, decision="timed-out", proceed=proceed, message=message)
+
+
+def _cancelled(gate: Gate) -> GateOutcome:
+    return GateOutcome(
+        gate=gate.key,
+        decision="cancelled",
+        proceed=False,
+        reason="cancelled from Prefect",
+        message=f"cancelled from Prefect at {gate.title}",
+    )
 
 
 def _aborted(gate: Gate, run_id: str) -> GateOutcome:

@@ -85,3 +85,48 @@ def test_a_terminated_worker_rolls_back_in_its_crash_hook(
 def at_step_1(box: Any) -> bool:
     vs = box.get("virtualservices", "reviews")
     return annotations_of(vs).get("canary.release/phase") == "step-1"
+
+
+GATED = {"gates": [{"before": "step-1", "approvers": {"users": ["U0JASON"]}, "timeout": "1h"}]}
+
+
+def paused_at_gate(run_id: str) -> bool:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state.is_paused()
+
+
+def test_a_run_cancelled_while_paused_at_a_gate_rolls_back_at_once(start_sandbox, fast_plan):
+    box, plan = start_sandbox("healthy"), fast_plan(**GATED)
+    release = BackgroundRelease(plan, box)
+    run_id = release.wait_for_phase("header-route")
+    wait_until(lambda: paused_at_gate(run_id), 30, message="the pause at the gate")
+
+    asked = time.monotonic()
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelling(message="stopped from the UI"))
+    state = release.finish()
+
+    # The gate waits up to an hour: only noticing the cancellation ends it this soon.
+    assert time.monotonic() - asked < 10, "the gate did not notice the cancellation"
+    assert state.is_cancelled(), state
+    assert "cancelled from Prefect" in state.message, state.message
+    assert_all_on_stable(box, plan)
+    assert annotations_of(box.get("virtualservices", "reviews"))[OUTCOME] == "rolled-back"
+
+
+def test_an_abort_at_a_gate_rolls_back_without_anyone_resuming_it(start_sandbox, fast_plan):
+    box, plan = start_sandbox("healthy"), fast_plan(**GATED)
+    release = BackgroundRelease(plan, box)
+    run_id = release.wait_for_phase("header-route")
+    wait_until(lambda: paused_at_gate(run_id), 30, message="the pause at the gate")
+
+    asked = time.monotonic()
+    request_abort(run_id, "U0ALICE")  # only the Variable: the gate's own wait must see it
+    state = release.finish()
+
+    assert time.monotonic() - asked < 10, "the gate did not notice the abort"
+    assert state.is_failed(), state
+    result = state.result(raise_on_failure=False).result
+    assert result.outcome == "rolled-back"
+    assert "abort requested by U0ALICE" in result.reason, result.reason
+    assert_all_on_stable(box, plan)
