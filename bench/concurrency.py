@@ -438,7 +438,7 @@ def main() -> int:
         box = stack.enter_context(
             sandbox(workdir, [*services, lone_ok, *lone_bad], [*faulty, *lone_bad], args.rps)
         )
-        from tests.support.prometheus import PrometheusServer
+        from sandbox.prometheus import PrometheusServer
 
         # Scraped twice a second: a fault shows in the metrics within a second or so.
         prometheus = stack.enter_context(PrometheusServer([box.metrics_url], "500ms"))

@@ -184,13 +184,15 @@ def canary_weight(plan: Any, vs: dict[str, Any]) -> int:
 def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str) -> Run:
     from canary.notify import notifying
     from flows.canary_release import ReleaseRolledBack, canary_release
-    from sandbox.prometheus import PrometheusProcess
+    from sandbox.prometheus import PrometheusServer
     from sandbox.server import Sandbox
 
     run, began = Run(judge, index, after), time.monotonic()
     with (
         Sandbox(scenario(after), seed=seed, rps=RPS) as box,
-        PrometheusProcess(prometheus_bin, box.metrics_url) as prometheus,
+        PrometheusServer(
+            [box.metrics_url], binary=prometheus_bin, wait_for_first_scrape=False
+        ) as prometheus,
         tempfile.TemporaryDirectory(prefix="ttr-") as tmp,
     ):
         box.wait_ready(10)
@@ -296,10 +298,10 @@ def main() -> int:
 
 
 def find_prometheus() -> str:
-    import shutil
+    from sandbox.prometheus import find_prometheus_binary
 
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not Path(binary).exists():
+    binary = find_prometheus_binary()
+    if binary is None:
         sys.exit("time_to_rollback: no Prometheus binary (Debian package 'prometheus')")
     return binary
 

@@ -74,13 +74,15 @@ def prometheus_for(sandbox: Any, given: str | None) -> Iterator[str | None]:
     if given:
         yield given
         return
-    binary = shutil.which("prometheus")
+    from sandbox.prometheus import PrometheusServer, find_prometheus_binary
+
+    binary = find_prometheus_binary()
     if binary is None:
         yield None
         return
-    from sandbox.prometheus import PrometheusProcess
-
-    with PrometheusProcess(binary, sandbox.metrics_url) as prometheus:
+    with PrometheusServer(
+        [sandbox.metrics_url], binary=binary, wait_for_first_scrape=False
+    ) as prometheus:
         yield prometheus.url
 
 

@@ -15,7 +15,8 @@ from canary.events import EventKind, ReleaseEvent
 from canary.exit_codes import ROLLED_BACK
 from canary.notify import notifying
 from flows.canary_release import ReleaseRolledBack, canary_release
-from tests.support.prometheus import PrometheusServer, require_prometheus
+from sandbox.prometheus import PrometheusServer
+from tests.support.prometheus import require_prometheus
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 

@@ -17,7 +17,8 @@ from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
 from canary.planner import canary_weight
 from flows.canary_release import ReleaseRolledBack, canary_release
-from tests.support.prometheus import PrometheusServer, free_port, require_prometheus
+from sandbox.prometheus import PrometheusServer, free_port
+from tests.support.prometheus import require_prometheus
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")

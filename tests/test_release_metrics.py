@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.canary_release import ReleaseRolledBack, canary_release
-from tests.support.prometheus import free_port
+from sandbox.prometheus import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 

@@ -22,7 +22,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from canary.report import reporting_to
 from canary.report.sampling import sample_metrics
 from flows.canary_release import canary_release
-from tests.support.prometheus import PrometheusServer, require_prometheus
+from sandbox.prometheus import PrometheusServer
+from tests.support.prometheus import require_prometheus
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 

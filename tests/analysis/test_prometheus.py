@@ -19,7 +19,8 @@ from canary.analysis.prometheus import MetricsQueryError, MetricsUnavailable, Pr
 from canary.analysis.sequential import histogram_quantile
 from canary.analysis.spec import render, safe_values
 from canary.plan import AnalysisSpec
-from tests.support.prometheus import PrometheusServer, free_port, require_prometheus
+from sandbox.prometheus import PrometheusServer, free_port
+from tests.support.prometheus import require_prometheus
 from tests.support.waiting import wait_until
 
 NAMESPACE, CANARY, STABLE = "shop", "reviews-v2", "reviews-v1"

@@ -14,8 +14,8 @@ from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
 from canary.runner import plan_notifiers
 from flows.canary_release import ReleaseRolledBack, canary_release
+from sandbox.prometheus import free_port
 from tests.approvals.conftest import SIGNING_SECRET
-from tests.support.prometheus import free_port
 from tests.support.slack_stub import SlackStub, block_actions, send_interaction
 from tests.support.waiting import wait_until
 

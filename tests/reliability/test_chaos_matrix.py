@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,9 @@ from canary.notify import notifying
 from canary.notify.slack import SlackNotifier, slack_client
 from canary.planner import canary_weight, managed_route_names
 from flows.canary_release import ReleaseRolledBack
+from sandbox.prometheus import PrometheusServer
 from tests.reliability.helpers import BackgroundRelease, RoutingSampler, assert_all_on_stable
-from tests.support.prometheus import PrometheusServer, require_prometheus
+from tests.support.prometheus import require_prometheus
 from tests.support.slack_stub import BOT_TOKEN, SlackStub
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
@@ -80,15 +80,15 @@ def metrics_outage(trial: Trial) -> Iterator[None]:
 
 @contextlib.contextmanager
 def prometheus_stopped(trial: Trial) -> Iterator[None]:
-    process = trial.prometheus._process
-    process.send_signal(signal.SIGSTOP)  # queries hang past the plan's timeout, for a while
-    wake = threading.Timer(4.0, process.send_signal, (signal.SIGCONT,))
+    prometheus = trial.prometheus
+    prometheus.pause()  # queries hang past the plan's timeout, for a while
+    wake = threading.Timer(4.0, prometheus.resume)
     wake.start()
     try:
         yield
     finally:
         wake.cancel()
-        process.send_signal(signal.SIGCONT)
+        prometheus.resume()
 
 
 @contextlib.contextmanager
