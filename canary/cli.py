@@ -9,9 +9,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 
 import yaml
 
+from canary.arguments import CommandParser
 from canary.exit_codes import BAD_INPUT, ERROR
 from canary.plan import ReleasePlan
 from canary.plan_file import PlanError, load_plan
@@ -20,18 +22,13 @@ from canary.planner import Phase, PhaseKind, phases, routing_for
 DRY_RUN_ID = "dry-run"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(BAD_INPUT)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _PASS_THROUGH:
         return _PASS_THROUGH[args[0]](args[1:])
+    added = _added_commands()
+    if args and args[0] in added:
+        return added[args[0]].load()(args[1:])
     parsed = _parser().parse_args(args)
     try:
         return parsed.handler(parsed)
@@ -44,8 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="canary", description="Canary releases on Kubernetes with Istio.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = CommandParser(
+        prog="canary",
+        description="Canary releases on Kubernetes with Istio.",
+        epilog=_more_commands(),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     validate = sub.add_parser("validate", help="check plan files")
     validate.add_argument("plans", nargs="+", metavar="PLAN")
@@ -163,40 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
-def _add_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scenario", default="healthy", help="healthy, faulty, slow, unready or a file"
-    )
-    parser.add_argument("--prometheus", metavar="URL", help="default: start a local Prometheus")
-    parser.add_argument(
-        "--plan", metavar="PLAN", help="a variant of configs/bookinfo-reviews.yaml to run"
-    )
-    _add_report(parser)
-    parser.set_defaults(handler=_demo)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from canary.report import reporting_to
-    from sandbox.demo import demo_command
-
-    with reporting_to(args.report):  # the demo's release writes its report there
-        return demo_command(args)
-
-
-def _sandbox(argv: list[str]) -> int:
-    from sandbox.cli import sandbox_main
-
-    return sandbox_main(argv)
-
-
-_RUNNERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "run": _add_run,
-    "demo": _add_demo,
-}
-_RUNNER_HELP = {
-    "run": "run a release against the cluster the kubeconfig names",
-    "demo": "run the BookInfo release on the built-in sandbox",
-}
+_RUNNERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"run": _add_run}
+_RUNNER_HELP = {"run": "run a release against the cluster the kubeconfig names"}
 
 
 def _approvals_command(name: str) -> Callable[[list[str]], int]:
@@ -212,9 +181,19 @@ def _approvals_command(name: str) -> Callable[[list[str]], int]:
 
 # Commands with their own argument parsing.
 _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
-    "sandbox": _sandbox,
-    **{
-        name: _approvals_command(name)
-        for name in ("approvals", "approve", "reject", "abort", "status")
-    },
+    name: _approvals_command(name) for name in ("approvals", "approve", "reject", "abort", "status")
 }
+
+# Commands other packages add (entry point group `canary.commands`, `name = "module:main"`,
+# main(argv) -> exit code): this project's sandbox adds `demo` and `sandbox` that way, so
+# the release tool itself never imports the sandbox.
+COMMANDS_GROUP = "canary.commands"
+
+
+def _added_commands() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+
+
+def _more_commands() -> str | None:
+    names = sorted(_added_commands())
+    return f"more commands: {', '.join(names)} (each with --help)" if names else None

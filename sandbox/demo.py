@@ -44,6 +44,34 @@ DEMO_RPS = 200.0
 GATE_TIMEOUT = 60.0
 
 
+def demo_main(argv: list[str]) -> int:
+    """`canary demo [--scenario S] [--prometheus URL] [--plan PLAN] [--report PATH]`."""
+    from canary.report import reporting_to
+
+    args = _parser().parse_args(argv)
+    with reporting_to(args.report):  # the demo's release writes its report there
+        return demo_command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from canary.arguments import CommandParser
+
+    parser = CommandParser(
+        prog="canary demo", description="run the BookInfo release on the built-in sandbox"
+    )
+    parser.add_argument(
+        "--scenario", default="healthy", help="healthy, faulty, slow, unready or a file"
+    )
+    parser.add_argument("--prometheus", metavar="URL", help="default: start a local Prometheus")
+    parser.add_argument(
+        "--plan", metavar="PLAN", help="a variant of configs/bookinfo-reviews.yaml to run"
+    )
+    parser.add_argument(
+        "--report", metavar="PATH", help="write the release report there (markdown; PNG beside)"
+    )
+    return parser
+
+
 def demo_command(args: argparse.Namespace) -> int:
     use_local_prefect()
     try:

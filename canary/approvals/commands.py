@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from canary.arguments import CommandParser
 from canary.exit_codes import BAD_INPUT, ERROR
 
 RELEASE_FLOW = "canary-release"
@@ -25,12 +26,6 @@ _EVENT_LINE = re.compile(
     r"weight-changed|analysis|approval-[a-z-]+|rollback|promoted|failed)"
     r"(?:  \S+ at (?P<weight>\d+)%)?"
 )
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(BAD_INPUT)
 
 
 class _Refused(Exception):
@@ -80,7 +75,9 @@ def reject_main(argv: list[str]) -> int:
 
 
 def _decision_main(decision: str, argv: list[str]) -> int:
-    parser = _Parser(prog=f"canary {decision}", description=f"{decision} a waiting release gate")
+    parser = CommandParser(
+        prog=f"canary {decision}", description=f"{decision} a waiting release gate"
+    )
     parser.add_argument("run_id", type=_run_id, metavar="RUN_ID")
     parser.add_argument("--reason", default="", metavar="R")
     parser.add_argument(
@@ -112,7 +109,7 @@ def _decide(args: argparse.Namespace) -> int:
 
 
 def abort_main(argv: list[str]) -> int:
-    parser = _Parser(prog="canary abort", description="stop a release; it rolls back")
+    parser = CommandParser(prog="canary abort", description="stop a release; it rolls back")
     parser.add_argument("run_id", type=_run_id, metavar="RUN_ID")
     parser.add_argument("--as", dest="who", default=None, metavar="WHO")
     return _run(_abort, parser.parse_args(argv))
@@ -144,7 +141,7 @@ def _abort(args: argparse.Namespace) -> int:
 
 
 def status_main(argv: list[str]) -> int:
-    parser = _Parser(prog="canary status", description="a release run, or the recent ones")
+    parser = CommandParser(prog="canary status", description="a release run, or the recent ones")
     parser.add_argument("run_id", nargs="?", type=_run_id, metavar="RUN_ID")
     parser.add_argument("-n", "--limit", type=int, default=20, help="runs listed without an id")
     parser.add_argument("--flow", default=RELEASE_FLOW, help=f"flow name (default {RELEASE_FLOW})")
@@ -243,8 +240,8 @@ def _latest_phase(client: Any, run_id: str) -> tuple[str | None, int | None]:
 
 
 def approvals_main(argv: list[str]) -> int:
-    parser = _Parser(prog="canary approvals", description="Slack approvals of release gates")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = CommandParser(prog="canary approvals", description="Slack approvals of release gates")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     serve = sub.add_parser("serve", help="receive Slack button clicks and resume runs")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--host", default="127.0.0.1")
