@@ -194,6 +194,6 @@ def _added_commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
 
-def _more_commands() -> str | None:
-    names = sorted(_added_commands())
-    return f"more commands: {', '.join(names)} (each with --help)" if names else None
+def _more_commands() -> str:
+    names = [*_PASS_THROUGH, *sorted(_added_commands())]
+    return f"more commands: {', '.join(names)} (each with --help)"
