@@ -13,7 +13,6 @@ Two Prefect Variables per gate carry what must outlive one process:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -28,6 +27,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from canary.approvals.spec import Approvers, Gate
+from canary.variables import load, store, var_name
 
 if TYPE_CHECKING:
     from canary.notify import Notifier
@@ -140,58 +140,37 @@ class NotAllowed(DecisionError):
 # --- storage in Prefect Variables ------------------------------------------------------
 
 
-def _var_name(prefix: str, *parts: str) -> str:
-    """A valid Variable name (lower-case, digits, '-', '_'); odd ids get a hash suffix."""
-    raw = "-".join(parts)
-    clean = re.sub(r"[^a-z0-9_-]", "-", raw.lower())
-    if clean != raw or len(clean) > 180:
-        clean = f"{clean[:160]}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
-    return f"{prefix}-{clean}"
-
-
-def _load(name: str) -> Any:
-    from prefect.variables import Variable
-
-    return Variable.get(name, default=None, _sync=True)
-
-
-def _store(name: str, value: dict[str, Any]) -> None:
-    from prefect.variables import Variable
-
-    Variable.set(name, value, overwrite=True, _sync=True)
-
-
 def gate_request(run_id: str, gate: str) -> GateRequest | None:
-    value = _load(_var_name("canary-gate", str(run_id), gate))
+    value = load(var_name("canary-gate", str(run_id), gate))
     return GateRequest.model_validate(value) if value else None
 
 
 def save_request(request: GateRequest) -> None:
-    _store(_var_name("canary-gate", request.run_id, request.gate), request.model_dump(mode="json"))
+    store(var_name("canary-gate", request.run_id, request.gate), request.model_dump(mode="json"))
 
 
 def gate_already_decided(release_id: str, gate: str) -> GateOutcome | None:
     """The recorded decision of this release's gate, if it was decided before."""
-    value = _load(_var_name("canary-decision", release_id, gate))
+    value = load(var_name("canary-decision", release_id, gate))
     return GateOutcome.model_validate(value) if value else None
 
 
 def _record_decision(release_id: str, outcome: GateOutcome) -> None:
-    _store(_var_name("canary-decision", release_id, outcome.gate), outcome.model_dump(mode="json"))
+    store(var_name("canary-decision", release_id, outcome.gate), outcome.model_dump(mode="json"))
 
 
 def request_abort(run_id: str, who: str = "") -> None:
     """Ask a release to stop at its next step; it rolls back."""
     at = datetime.now(UTC).isoformat()
-    _store(_var_name("canary-abort", str(run_id)), {"by": who, "at": at})
+    store(var_name("canary-abort", str(run_id)), {"by": who, "at": at})
 
 
 def abort_requested(run_id: str) -> bool:
-    return bool(_load(_var_name("canary-abort", str(run_id))))
+    return bool(load(var_name("canary-abort", str(run_id))))
 
 
 def _abort_by(run_id: str) -> str:
-    value = _load(_var_name("canary-abort", str(run_id))) or {}
+    value = load(var_name("canary-abort", str(run_id))) or {}
     return value.get("by") or "someone"
 
 

@@ -5,6 +5,10 @@ bindings of (flow run id, gate key); the listener in `canary.approvals.listener`
 clicks. Slack trouble never fails or stalls a release: the client retries rate limits
 (honouring Retry-After) and server errors a bounded number of times, then the event is
 logged and dropped.
+
+Inside a flow run the thread's (channel, ts) is kept in the Prefect Variable
+`canary-slack-thread-<release id>`, so a release resumed by another process carries on in
+the same thread.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from canary.approvals.binding import binding_key, sign_binding
 from canary.events import EventKind, ReleaseEvent
+from canary.variables import load, store, var_name
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +166,12 @@ class SlackNotifier:
                 )
 
     def _thread_of(self, event: ReleaseEvent) -> _Thread:
-        thread = self._threads.setdefault(
-            event.release_id, _Thread(channel=self.channel, ts="", run_id=None)
-        )
+        thread = self._threads.get(event.release_id)
+        if thread is None:
+            channel, ts = _saved_thread(event.release_id) or (self.channel, "")
+            # Approval requests an earlier process posted (`requests`) are not known here, so
+            # their buttons stay; a click on one is refused, as that run no longer waits.
+            thread = self._threads[event.release_id] = _Thread(channel, ts, run_id=None)
         thread.run_id = _current_run_id() or thread.run_id  # a resumed release is a new run
         return thread
 
@@ -195,6 +203,7 @@ class SlackNotifier:
         )
         # chat.update needs the channel id, which Slack returns for a #name.
         thread.channel, thread.ts = response["channel"], response["ts"]
+        _save_thread(event.release_id, thread)
 
     def _update_parent(self, thread: _Thread, event: ReleaseEvent) -> None:
         try:
@@ -263,6 +272,36 @@ class SlackNotifier:
         if not (base and run_id):
             return None
         return f"<{base.rstrip('/')}/flow-runs/flow-run/{run_id}|flow run {run_id[:8]}>"
+
+
+# --- the thread across processes -------------------------------------------------------
+
+
+def _thread_var(release_id: str) -> str:
+    return var_name("canary-slack-thread", release_id)
+
+
+def _saved_thread(release_id: str) -> tuple[str, str] | None:
+    """(channel, ts) of the thread an earlier process posted for this release, if any."""
+    if _current_run_id() is None:  # not in a flow run (unit tests, scripts): no Prefect
+        return None
+    try:
+        value = load(_thread_var(release_id))
+    except Exception as exc:  # without it the release gets a second thread, nothing worse
+        log.warning("Slack: thread of %s not looked up: %s", release_id, exc)
+        return None
+    if isinstance(value, dict) and value.get("channel") and value.get("ts"):
+        return str(value["channel"]), str(value["ts"])
+    return None
+
+
+def _save_thread(release_id: str, thread: _Thread) -> None:
+    if _current_run_id() is None:
+        return
+    try:
+        store(_thread_var(release_id), {"channel": thread.channel, "ts": thread.ts})
+    except Exception as exc:  # only a resumed release would miss it
+        log.warning("Slack: thread of %s not saved: %s", release_id, exc)
 
 
 def _gate_of(event: ReleaseEvent) -> str | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
+from prefect import flow
 from prefect.flow_runs import resume_flow_run
 
 from canary.events import EventKind, ReleaseEvent
+from canary.notify import current_notifier, notifying_here
 from canary.notify.slack import SlackNotifier, slack_client, slack_notifier_from_env
 from tests.approvals.gate_flows import GatedRun
 from tests.support.slack_stub import BOT_TOKEN, SlackStub
@@ -120,9 +123,11 @@ def test_slack_down_does_not_stall_or_fail_the_release(stub, notifier):
     stub.reset()
 
 
-def event(kind: EventKind, phase: str, weight: int | None = None) -> ReleaseEvent:
+def event(
+    kind: EventKind, phase: str, weight: int | None = None, release_id: str = "r1"
+) -> ReleaseEvent:
     return ReleaseEvent(
-        release_id="r1",
+        release_id=release_id,
         service="reviews",
         namespace="default",
         stable_version="v1",
@@ -161,3 +166,75 @@ def test_the_bot_token_may_come_from_a_prefect_secret(stub, monkeypatch):
     notifier = slack_notifier_from_env("#releases")
     assert notifier is not None
     assert notifier.client.token == BOT_TOKEN and notifier.client.base_url == stub.url
+
+
+# --- a release resumed by another process ------------------------------------------------
+
+
+@flow(name="slack-thread-events", persist_result=False)
+def post_events(release_id: str, kinds: list[str]) -> None:
+    """Events of `release_id` sent from a flow run, as a release process sends them."""
+    for kind in kinds:
+        current_notifier().notify(event(EventKind(kind), "step-1", 20, release_id))
+
+
+def run_in_process(stub: SlackStub, release_id: str, kinds: list[str]) -> list[Any]:
+    """A fresh notifier (another process's) sends `kinds` in a flow run; its Slack calls."""
+    before, expected = len(stub.calls), len(all_replies(stub)) + len(kinds)
+    with notifying_here(SlackNotifier("#releases", slack_client(BOT_TOKEN, stub.url))):
+        post_events(release_id, kinds)
+    wait_until(lambda: len(all_replies(stub)) == expected, 10, message="every reply")
+    return stub.calls[before:]
+
+
+def all_replies(stub: SlackStub) -> list[Any]:
+    return [c for c in stub.calls_to("chat.postMessage") if "thread_ts" in c.params]
+
+
+def test_a_resumed_release_carries_on_in_its_thread(stub):
+    release = f"rel-{uuid.uuid4().hex[:10]}"
+    run_in_process(stub, release, ["phase-started", "weight-changed", "phase-finished"])
+    [parent] = parents(stub)
+    ts, channel = parent.response["ts"], parent.response["channel"]
+    resumed = run_in_process(stub, release, ["phase-started", "promoted"])
+    assert parents(stub) == [parent]
+    replies = [c for c in resumed if c.method == "chat.postMessage"]
+    assert [r.params.get("thread_ts") for r in replies] == [ts, ts]
+    updates = [c for c in resumed if c.method == "chat.update"]
+    assert [(u.params["channel"], u.params["ts"]) for u in updates] == [(channel, ts)] * 2
+    assert "promoted" in stub.messages[(channel, ts)]["text"]
+
+
+def test_other_releases_still_get_their_own_thread(stub):
+    first, second = (f"rel-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    run_in_process(stub, first, ["phase-started", "weight-changed"])
+    run_in_process(stub, second, ["phase-started", "weight-changed"])
+    a, b = parents(stub)
+    assert first in str(a.params["blocks"]) and second in str(b.params["blocks"])
+    assert len(stub.replies(a.response["ts"])) == len(stub.replies(b.response["ts"])) == 2
+
+
+def test_prefect_variable_trouble_does_not_keep_the_thread_from_slack(stub, monkeypatch):
+    def broken(*args: Any) -> Any:
+        raise ConnectionError("Prefect API unreachable")
+
+    monkeypatch.setattr("canary.notify.slack.load", broken)
+    monkeypatch.setattr("canary.notify.slack.store", broken)
+    calls = run_in_process(stub, f"rel-{uuid.uuid4().hex[:10]}", ["phase-started", "promoted"])
+    [parent] = parents(stub)
+    assert [c.params.get("thread_ts") for c in calls if c.method == "chat.postMessage"] == [
+        None,
+        parent.response["ts"],
+        parent.response["ts"],
+    ]
+
+
+def test_outside_a_flow_run_the_thread_is_kept_in_memory_only(stub, notifier, monkeypatch):
+    touched: list[Any] = []
+    monkeypatch.setattr("canary.notify.slack.load", lambda *a: touched.append(a))
+    monkeypatch.setattr("canary.notify.slack.store", lambda *a: touched.append(a))
+    notifier.notify(event(EventKind.PHASE_STARTED, "isolate"))
+    notifier.notify(event(EventKind.PHASE_FINISHED, "isolate"))
+    [parent] = parents(stub)
+    assert len(stub.replies(parent.response["ts"])) == 2
+    assert touched == []
