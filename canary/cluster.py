@@ -112,6 +112,9 @@ def _api_message(exc: ApiException) -> str:
 # --- configuration ---------------------------------------------------------------------
 
 
+POOL_SIZE = 64  # HTTP connections to the API server, shared by this process's releases
+
+
 @functools.lru_cache(maxsize=8)
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
     """An API client per (kubeconfig, context), shared by everything in this process.
@@ -123,14 +126,27 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s
         return _in_cluster_client()
     where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
-        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+        return k8s_config.new_client_from_config(
+            config_file=kubeconfig, context=context, client_configuration=_configuration()
+        )
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClusterConfigError(f"cannot use kubeconfig {where}: {reason}") from None
 
 
-def _in_cluster_client() -> k8s.ApiClient:
+def _configuration() -> k8s.Configuration:
+    """The client's defaults, with room for every release a worker runs at once.
+
+    The default pool (5 connections per CPU) is shared by all releases in the process;
+    past it, connections are dropped and opened again on every request.
+    """
     configuration = k8s.Configuration()
+    configuration.connection_pool_maxsize = POOL_SIZE
+    return configuration
+
+
+def _in_cluster_client() -> k8s.ApiClient:
+    configuration = _configuration()
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except k8s_config.ConfigException as exc:
