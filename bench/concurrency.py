@@ -6,12 +6,15 @@ This process is the one worker: it runs every canary-release flow, each in a thr
 release 20 different services of one sandbox (a `canary sandbox` process: BookInfo's
 reviews plus 19 more services, all sent traffic), judged by one Prometheus, recorded by
 one Prefect server (PostgreSQL by default, in a throw-away cluster on 127.0.0.1; or SQLite).
-The faulty services' v2 turns bad AFTER_S seconds after it is ready (the scenario's `after`).
+The faulty services' v2 turns bad some AFTER_S seconds after it is ready (the scenario's
+`after`), each group's onsets spread evenly over one analysis interval: a check every second
+makes a time to rollback jump by whole seconds with the onset's place between two checks,
+and the spread keeps that from deciding the comparison.
 
 First two releases alone (a healthy one and a faulty one), then all 20 together. Figures:
 
 * overhead: wall time of a promoted release minus the holds its plan asks for;
-* time to rollback: from the moment the canary turns bad (ready + AFTER_S) until the
+* time to rollback: from the moment the canary turns bad (ready + its onset) until the
   VirtualService sends it nothing (both read through the API every 100 ms).
 
 Target: the concurrent releases' median time to rollback within 1.2x the lone release's.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import json
 import os
 import shutil
 import socket
@@ -45,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 AFTER_S = 8.0  # the faulty v2 serves well this long after it is ready, then fails
+ANALYSIS_INTERVAL_S = 1.0
 ERROR_RATE = 0.3
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TARGET_RATIO = 1.2
@@ -173,12 +178,10 @@ class SandboxProcess:
 
 @contextlib.contextmanager
 def sandbox(
-    workdir: Path, services: list[str], faulty: list[str], rps: float
+    workdir: Path, services: list[str], onsets: dict[str, float], rps: float
 ) -> Iterator[SandboxProcess]:
-    scenario = {
-        "name": "bench",
-        "versions": {f"{s}-v2": {"errorRate": ERROR_RATE, "after": f"{AFTER_S}s"} for s in faulty},
-    }
+    versions = {f"{s}-v2": {"errorRate": ERROR_RATE, "after": f"{t:g}s"} for s, t in onsets.items()}
+    scenario = {"name": "bench", "versions": versions}
     (workdir / "scenario.yaml").write_text(yaml.safe_dump(scenario))
     kubeconfig = workdir / "kubeconfig"
     extra = ",".join(s for s in services if s != "reviews")
@@ -221,13 +224,16 @@ def sandbox(
 
 
 class Watcher:
-    """When each canary turned ready, and when each VirtualService's canary weight changed.
+    """When each VirtualService's canary weight changed, and when each canary turned ready.
 
-    The polling runs in a process of its own (`--watch`), so that the load of the releases
-    in this one does not delay what it sees; both read the same monotonic clock.
+    The weights are polled in a process of its own (`--watch`), so that the load of the
+    releases in this one does not delay what it sees. The ready times are the sandbox's own,
+    the clock its `after` faults count from. All three processes read the host's monotonic
+    clock.
     """
 
-    def __init__(self, kubeconfig: str, services: list[str]):
+    def __init__(self, kubeconfig: str, services: list[str], onsets: dict[str, float]):
+        self.onsets = onsets
         self.ready_at: dict[str, list[float]] = {s: [] for s in services}
         self.weights: dict[str, list[tuple[float, int]]] = {s: [] for s in services}
         self._process = subprocess.Popen(
@@ -248,40 +254,36 @@ class Watcher:
 
     def _read(self) -> None:
         for line in self._process.stdout:
-            kind, service, *rest = line.split()
-            if kind == "ready":
-                self.ready_at[service].append(float(rest[0]))
-            elif kind == "weight":
-                self.weights[service].append((float(rest[1]), int(rest[0])))
+            _, service, weight, at = line.split()
+            self.weights[service].append((float(at), int(weight)))
+
+    def read_readiness(self, metrics_url: str) -> None:
+        """The sandbox's record of when each canary turned ready (`/debug/readiness`)."""
+        url = metrics_url.rsplit("/", 1)[0] + "/debug/readiness"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            history = json.load(answer)
+        for service in self.ready_at:
+            self.ready_at[service] = history.get(f"default/{service}-v2", [])
 
     def time_to_rollback(self, service: str, started: float) -> float | None:
         ready = next((t for t in self.ready_at[service] if t >= started), None)
         if ready is None:
             return None
-        bad = ready + AFTER_S
+        bad = ready + self.onsets[service]
         back = next((t for t, w in self.weights[service] if t >= bad and w == 0), None)
         return None if back is None else back - bad
 
 
 def watch(kubeconfig: str, services: list[str]) -> None:
-    """Print `ready SERVICE T` and `weight SERVICE W T` lines, polling every 100 ms."""
+    """Print `weight SERVICE W T` lines, polling every 100 ms."""
     from kubernetes import client
 
     from canary.cluster import api_client
 
-    api = api_client(kubeconfig)
-    apps, custom = client.AppsV1Api(api), client.CustomObjectsApi(api)
-    was_ready: dict[str, bool] = {}
+    custom = client.CustomObjectsApi(api_client(kubeconfig))
     weights: dict[str, int] = {}
     while True:
         now = time.monotonic()
-        deployments = apps.list_namespaced_deployment("default").items
-        ready = {d.metadata.name: bool(d.status.ready_replicas) for d in deployments}
-        for service in services:
-            up = ready.get(f"{service}-v2", False)
-            if up and not was_ready.get(service):
-                print(f"ready {service} {now}", flush=True)
-            was_ready[service] = up
         group = ("networking.istio.io", "v1", "default", "virtualservices")
         for vs in custom.list_namespaced_custom_object(*group)["items"]:
             service, weight = vs["metadata"]["name"], canary_share(vs)
@@ -358,7 +360,7 @@ def plan_for(service: str, prometheus_url: str) -> Any:
             "canary": {"version": "v2", "image": f"example/{service}:v2"},
             "tests": {"port": 9080},
             "analysis": {
-                "interval": 1,
+                "interval": ANALYSIS_INTERVAL_S,
                 "threshold": 2,
                 "noData": {"minRequests": 5},
                 "prometheus": {"url": prometheus_url, "timeout": 3, "retries": 2},
@@ -419,7 +421,7 @@ def main() -> int:
     parser.add_argument("--faulty", type=int, default=10)
     parser.add_argument("--rps", type=float, default=40.0, help="per service")
     parser.add_argument("--prefect", choices=["postgres", "sqlite"], default="postgres")
-    parser.add_argument("--lone", type=int, default=5, help="faulty releases run alone first")
+    parser.add_argument("--lone", type=int, default=10, help="faulty releases run alone first")
     parser.add_argument(
         "--timeline", action="store_true", help="print each faulty release's events"
     )
@@ -428,6 +430,7 @@ def main() -> int:
     services = ["reviews", *(f"svc-{i:02d}" for i in range(1, args.services))]
     faulty = services[1 :: max(1, args.services // max(args.faulty, 1))][: args.faulty]
     lone_ok, lone_bad = "solo-ok", [f"solo-bad-{i}" for i in range(1, args.lone + 1)]
+    onsets = spread_onsets(lone_bad) | spread_onsets(faulty)
     workdir = Path(tempfile.mkdtemp(prefix="canary-bench-"))
     os.chmod(workdir, 0o755)
     with contextlib.ExitStack() as stack:
@@ -436,7 +439,7 @@ def main() -> int:
         api_url = stack.enter_context(prefect_server(database, workdir))
         os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(workdir / "prefect"))
         box = stack.enter_context(
-            sandbox(workdir, [*services, lone_ok, *lone_bad], [*faulty, *lone_bad], args.rps)
+            sandbox(workdir, [*services, lone_ok, *lone_bad], onsets, args.rps)
         )
         from sandbox.prometheus import PrometheusServer
 
@@ -450,7 +453,8 @@ def main() -> int:
 
         stack.enter_context(notifying(END_TIMES))
         stack.callback(flush_prefect_logs)  # before the server stops
-        watcher = stack.enter_context(Watcher(box.kubeconfig, [*services, lone_ok, *lone_bad]))
+        watched = [*services, lone_ok, *lone_bad]
+        watcher = stack.enter_context(Watcher(box.kubeconfig, watched, onsets))
         print(f"prefect on {args.prefect}; {len(services)} services, faulty: {faulty}", flush=True)
         # Each lone faulty release has a service of its own: a service's earlier canary
         # would still be in the metrics window of the next one.
@@ -461,6 +465,7 @@ def main() -> int:
         together = run_together(jobs, box.kubeconfig, prometheus.url)
         batch_wall = time.monotonic() - began
         time.sleep(0.3)  # the watcher's last reads
+        watcher.read_readiness(box.metrics_url)
         for outcome in [*lone, *together]:
             if outcome.faulty:
                 outcome.to_rollback = watcher.time_to_rollback(outcome.service, outcome.started)
@@ -470,13 +475,19 @@ def main() -> int:
     return 0
 
 
+def spread_onsets(services: list[str]) -> dict[str, float]:
+    """AFTER_S plus k/n of an analysis interval for the k-th of n services."""
+    n = max(len(services), 1)
+    return {s: AFTER_S + ANALYSIS_INTERVAL_S * k / n for k, s in enumerate(services)}
+
+
 def timelines(outcomes: list[Outcome], watcher: Watcher) -> None:
     """Each faulty release's events, in seconds from the moment its canary turned bad."""
     for o in (o for o in outcomes if o.faulty):
         ready = next((t for t in watcher.ready_at[o.service] if t >= o.started), None)
         if ready is not None:
             print(f"\n{o.service} ({o.release_id}), from the canary turning bad:")
-            print("\n".join(END_TIMES.timeline(o.release_id, ready + AFTER_S)))
+            print("\n".join(END_TIMES.timeline(o.release_id, ready + watcher.onsets[o.service])))
 
 
 def flush_prefect_logs() -> None:

@@ -484,6 +484,7 @@ class MeshRouter:
         self._lock = threading.Lock()
         self._table: RoutingTable | None = None
         self._ready_since: dict[tuple[str, str], float] = {}
+        self._became_ready: dict[tuple[str, str], list[float]] = {}
 
     def table(self) -> RoutingTable:
         """The current table; costs one ``store.revision()`` call when nothing changed."""
@@ -511,7 +512,19 @@ class MeshRouter:
     def _track_readiness(self, table: RoutingTable) -> None:
         now = time.monotonic()
         ready = table.ready_workloads()
+        for key in ready.keys() - self._ready_since.keys():
+            self._became_ready.setdefault(key, []).append(now)
         self._ready_since = {key: self._ready_since.get(key, now) for key in ready}
+
+    def readiness_history(self) -> dict[str, list[float]]:
+        """When each workload turned ready ("namespace/name": monotonic times, oldest first).
+
+        The clock ``after`` faults count from; kept after a workload is gone, so a benchmark
+        can time a rollback from the fault's true onset.
+        """
+        self.table()
+        with self._lock:
+            return {f"{ns}/{name}": list(times) for (ns, name), times in self._became_ready.items()}
 
     def ready_for(self, namespace: str, workload: str) -> float | None:
         """Seconds since the workload was first seen ready (None when it is not ready)."""

@@ -7,8 +7,9 @@
 * the traffic simulator (productpage -> reviews at ``rps``) and the mesh ingress
   (``ingress_url``), sharing one Istio router and one set of Istio metrics;
 * a metrics endpoint (``metrics_url`` = ``http://127.0.0.1:P/metrics``) that also answers
-  ``/debug/split?window=2[&service=reviews]`` (share of recent requests per workload) and
-  ``/debug/routing`` (the routing table and the split it should produce).
+  ``/debug/split?window=2[&service=reviews]`` (share of recent requests per workload),
+  ``/debug/routing`` (the routing table and the split it should produce) and
+  ``/debug/readiness`` (when each workload turned ready, on this host's monotonic clock).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _rolled_out(deployment: dict[str, Any]) -> bool:
 
 # -------------------------------------------------------------- metrics HTTP
 class _MetricsServer:
-    """``/metrics`` (Prometheus text), ``/debug/split`` and ``/debug/routing``."""
+    """``/metrics`` (Prometheus text) and the ``/debug/...`` views of the mesh."""
 
     def __init__(self, simulator: TrafficSimulator, port: int = 0,
                  chaos: Chaos | None = None) -> None:
@@ -216,6 +217,9 @@ def _metrics_handler(simulator: TrafficSimulator, chaos: Chaos | None = None
                 self._reply(200, json.dumps(split).encode(), "application/json")
             elif url.path == "/debug/routing":
                 body = json.dumps(simulator.sample_routing(), default=str).encode()
+                self._reply(200, body, "application/json")
+            elif url.path == "/debug/readiness":
+                body = json.dumps(simulator.router.readiness_history()).encode()
                 self._reply(200, body, "application/json")
             elif url.path == "/healthz":
                 self._reply(200, b"ok", "text/plain")

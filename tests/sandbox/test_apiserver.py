@@ -595,3 +595,35 @@ def test_published_crds_can_replace_the_builtin_schema(make_sandbox):
         create_istio(api, "default", vs("ratings", dest("v1", "90"), version="v1beta1"))
     assert caught.value.status == 422
     assert "spec.http[0].route[0].weight" in status_of(caught.value)["message"]
+
+
+def test_readiness_history_keeps_when_each_workload_turned_ready(make_sandbox):
+    box, api = make_sandbox()
+    apps = client.AppsV1Api(api)
+    url = box.metrics_url.replace("/metrics", "/debug/readiness")
+
+    def history() -> dict[str, list[float]]:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    v1 = wait_until(lambda: history().get("default/reviews-v1"), 10, message="reviews-v1 ready")
+    assert len(v1) == 1 and v1[0] <= time.monotonic()
+
+    canary = apps.read_namespaced_deployment("reviews-v1", "default").to_dict()
+    labels = {**canary["spec"]["template"]["metadata"]["labels"], "version": "v2"}
+    created = time.monotonic()
+    apps.create_namespaced_deployment("default", {
+        "metadata": {"name": "reviews-v2", "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "reviews", "image": "r:v2"}]}}},
+    })
+    v2 = wait_until(lambda: history().get("default/reviews-v2"), 10, message="reviews-v2 ready")
+    # The controller's start-up delay (0.5 s) lies between creating it and its turning ready.
+    assert created + 0.4 <= v2[0] <= time.monotonic()
+    apps.delete_namespaced_deployment("reviews-v2", "default")
+    wait_until(lambda: apps.list_namespaced_deployment("default").items
+               and all(d.metadata.name != "reviews-v2"
+                       for d in apps.list_namespaced_deployment("default").items), 10,
+               message="reviews-v2 gone")
+    assert history()["default/reviews-v2"] == v2, "the history forgot a deleted workload"
