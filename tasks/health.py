@@ -86,8 +86,10 @@ def _hold(ctx: ReleaseContext, phase: Phase) -> None:
     analysis = ctx.plan.analysis
     deadline = time.monotonic() + phase.hold
     rounds = failed_in_row = failed_in_all = 0
+    planned = time.monotonic()
     while True:
-        _sleep_until(_next_round(analysis.interval, deadline, first=rounds == 0))
+        planned = _next_round(planned, analysis.interval, deadline, first=rounds == 0)
+        _sleep_until(planned)
         checkpoint(ctx)  # `canary abort`, a cancellation or a lost lease: roll back now
         verdicts = check_health(ctx, phase)
         # A person's time to answer is neither watching time nor "undecided" time past the
@@ -127,12 +129,17 @@ def _undecided_limit(ctx: ReleaseContext) -> float:
     return max(analysis.threshold, analysis.failure_limit) * analysis.interval
 
 
-def _next_round(interval: float, deadline: float, *, first: bool) -> float:
-    """Rounds every interval, one at the deadline; past it (still failing), every interval."""
-    now = time.monotonic()
-    if first or now < deadline:
-        return min(now + interval, deadline)
-    return now + interval
+def _next_round(previous: float, interval: float, deadline: float, *, first: bool) -> float:
+    """Rounds every interval, one at the deadline; past it (still failing), every interval.
+
+    On a fixed cadence from the previous round's planned time, so that slow rounds (a busy
+    worker, a slow Prometheus) do not space the rounds out and delay a rollback; a round
+    that overran its slot is followed at once, never by a burst of catch-up rounds.
+    """
+    planned = previous + interval
+    if first or previous < deadline:
+        planned = min(planned, deadline)
+    return max(planned, time.monotonic())
 
 
 def _passed(rounds: int, seconds: float) -> str:

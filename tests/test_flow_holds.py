@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -68,3 +69,20 @@ def test_a_zero_hold_checks_once_at_once(verdicts, fast_plan):
     began = time.monotonic()
     hold(context(fast_plan), step(0))
     assert time.monotonic() - began < 0.5
+
+
+def test_slow_rounds_keep_the_interval_s_cadence(monkeypatch, fast_plan):
+    """A round that takes most of its interval must not push the next ones back."""
+    starts: list[float] = []
+
+    def slow_round(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+        starts.append(time.monotonic())
+        time.sleep(0.6)
+        return [Verdict(check="slow", passed=True, detail="slow but healthy")]
+
+    monkeypatch.setattr(health, "check_health", slow_round)
+    began = time.monotonic()
+    hold(context(fast_plan), step(3))
+    offsets = [round(t - began, 2) for t in starts]
+    assert len(starts) == 3, offsets
+    assert all(0.9 <= b - a <= 1.25 for a, b in itertools.pairwise(starts)), offsets
