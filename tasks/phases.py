@@ -9,6 +9,7 @@ Only transient API errors are retried; failed checks and bad plans are not.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
@@ -31,9 +32,12 @@ from canary.planner import (
 from canary.recorded import record_stable, recorded_stable
 from canary.routing import RoutingMismatch
 from tasks.context import ReleaseContext, cluster_of, emit, router_of
-from tasks.health import hold
+from tasks.guard import guarded_by
+from tasks.health import HealthCheckFailed, hold
 
 ROLLBACK_TIMEOUT = 600.0  # rollback keeps retrying while the API does not answer
+
+log = logging.getLogger(__name__)
 
 
 class ChecksFailed(Exception):
@@ -107,7 +111,7 @@ def header_route(ctx: ReleaseContext, phase_name: str = "header-route") -> None:
     """Send the plan's header matches to the canary, then hold."""
     phase = ctx.phase(phase_name)
     apply_routing(ctx, phase)
-    hold(ctx, phase)
+    watch(ctx, phase)
 
 
 @phase_task(name="step")
@@ -115,7 +119,7 @@ def weighted_step(ctx: ReleaseContext, phase_name: str) -> None:
     """Shift the step's weight to the canary, then hold."""
     phase = ctx.phase(phase_name)
     apply_routing(ctx, phase)
-    hold(ctx, phase)
+    watch(ctx, phase)
 
 
 @phase_task(name="promote")
@@ -123,7 +127,7 @@ def promote(ctx: ReleaseContext, phase_name: str = "promote") -> None:
     """All traffic to the canary, then hold."""
     phase = ctx.phase(phase_name)
     apply_routing(ctx, phase)
-    hold(ctx, phase)
+    watch(ctx, phase)
 
 
 @phase_task(name="cleanup")
@@ -163,6 +167,33 @@ def land_rollback(ctx: ReleaseContext) -> str:
 # --- shared steps --------------------------------------------------------------------
 
 
+def watch(ctx: ReleaseContext, phase: Phase) -> None:
+    """Hold the phase; a canary found unhealthy loses its traffic at once.
+
+    The rollback task that follows does it too, and more (the canary removed, all read
+    back); routing first here keeps Prefect's bookkeeping of the failed task, slow on a
+    busy worker, out of the time bad traffic flows.
+    """
+    try:
+        hold(ctx, phase)
+    except HealthCheckFailed:
+        _stop_canary_traffic(ctx)
+        raise
+
+
+def _stop_canary_traffic(ctx: ReleaseContext) -> None:
+    guarded = guarded_by(ctx.release_id)
+    if guarded is not None and guarded.lost is not None:
+        return  # another release owns the routing now
+    try:
+        if _runs(cluster_of(ctx).get_deployment(ctx.plan.stable_deployment)):
+            _route_to_stable(ctx, router_of(ctx).get_routes())
+    except Exception as exc:  # the rollback task retries until it lands
+        log.warning(
+            "%s: routing back to stable failed (%s); rollback retries", ctx.plan.service, exc
+        )
+
+
 def require_stable(ctx: ReleaseContext) -> dict[str, Any]:
     plan = ctx.plan
     stable = cluster_of(ctx).get_deployment(plan.stable_deployment)
@@ -196,12 +227,17 @@ def _roll_back(ctx: ReleaseContext) -> str:
         if not _runs(stable) and _sends_to_canary(ctx, current):
             stable = _bring_back_stable(ctx, stable)
         if _runs(stable):
-            desired = rollback_routing(plan, ctx.release_id, current)
-            router.set_routes(desired)
-            router.verify(desired)
+            _route_to_stable(ctx, current)
     canary = _retire_canary(ctx)
     _verify_rolled_back(ctx)
     return f"all traffic on {plan.stable.version}; {canary}"
+
+
+def _route_to_stable(ctx: ReleaseContext, current: Routing | None) -> None:
+    router = router_of(ctx)
+    desired = rollback_routing(ctx.plan, ctx.release_id, current)
+    router.set_routes(desired)
+    router.verify(desired)
 
 
 def _bring_back_stable(ctx: ReleaseContext, stable: dict[str, Any] | None) -> dict[str, Any]:

@@ -178,3 +178,30 @@ def test_an_unhealthy_canary_during_a_hold_is_rolled_back(start_sandbox, fast_pl
     assert "canary-ready: FAILED (reviews-v2: 0/0 replicas ready)" in result.reason
     assert [p.outcome for p in result.phases][-1] == "failed"
     assert_all_on_stable(plan, box)
+
+
+class WeightAtRollback:
+    """A notifier that reads the canary's weight when the rollback task starts."""
+
+    def __init__(self, box: Any, plan: Any):
+        self.box, self.plan = box, plan
+        self.weights: list[int] = []
+
+    def notify(self, event: ReleaseEvent) -> None:
+        if event.kind is EventKind.ROLLBACK and event.message.startswith("rolling back"):
+            vs = self.box.get("virtualservices", "reviews")
+            self.weights.append(canary_weight(self.plan, vs))
+
+
+def test_a_canary_failing_its_hold_loses_its_traffic_before_the_rollback_task(
+    start_sandbox, fast_plan
+):
+    box = start_sandbox("healthy")
+    plan = fast_plan(steps=[{"weight": 20, "hold": "3s"}], analysis={"interval": 1})
+    seen = WeightAtRollback(box, plan)
+
+    with notifying(PodsDieAtStep(box), seen), pytest.raises(ReleaseRolledBack):
+        release(plan, box)
+
+    assert seen.weights == [0], "traffic still went to the canary when its rollback began"
+    assert_all_on_stable(plan, box)
