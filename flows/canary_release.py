@@ -25,6 +25,7 @@ from canary.plan import ReleasePlan
 from canary.planner import PhaseKind, phases
 from canary.report import reporting
 from canary.routing import RoutingMismatch
+from canary.variables import prune_quietly
 from tasks.context import ReleaseContext, emit
 from tasks.guard import ReleaseCancelled, ReleaseRefused, ReleaseStopped, checkpoint, guarding
 from tasks.health import HealthCheckFailed
@@ -142,6 +143,8 @@ def canary_release(
             release.run(cleanup)
     except RunCancelled as exc:
         return Cancelled(message=str(exc), data=exc)  # the run ends Cancelled, not Failed
+    finally:
+        prune_quietly()  # old releases' state; logs its own failures, never raises
     return release.result
 
 

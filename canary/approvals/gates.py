@@ -27,7 +27,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from canary.approvals.spec import Approvers, Gate
-from canary.variables import load, store, var_name
+from canary.variables import ABORT_PREFIX, DECISION_PREFIX, GATE_PREFIX, load, store, var_name
 
 if TYPE_CHECKING:
     from canary.notify import Notifier
@@ -141,36 +141,36 @@ class NotAllowed(DecisionError):
 
 
 def gate_request(run_id: str, gate: str) -> GateRequest | None:
-    value = load(var_name("canary-gate", str(run_id), gate))
+    value = load(var_name(GATE_PREFIX, str(run_id), gate))
     return GateRequest.model_validate(value) if value else None
 
 
 def save_request(request: GateRequest) -> None:
-    store(var_name("canary-gate", request.run_id, request.gate), request.model_dump(mode="json"))
+    store(var_name(GATE_PREFIX, request.run_id, request.gate), request.model_dump(mode="json"))
 
 
 def gate_already_decided(release_id: str, gate: str) -> GateOutcome | None:
     """The recorded decision of this release's gate, if it was decided before."""
-    value = load(var_name("canary-decision", release_id, gate))
+    value = load(var_name(DECISION_PREFIX, release_id, gate))
     return GateOutcome.model_validate(value) if value else None
 
 
 def _record_decision(release_id: str, outcome: GateOutcome) -> None:
-    store(var_name("canary-decision", release_id, outcome.gate), outcome.model_dump(mode="json"))
+    store(var_name(DECISION_PREFIX, release_id, outcome.gate), outcome.model_dump(mode="json"))
 
 
 def request_abort(run_id: str, who: str = "") -> None:
     """Ask a release to stop at its next step; it rolls back."""
     at = datetime.now(UTC).isoformat()
-    store(var_name("canary-abort", str(run_id)), {"by": who, "at": at})
+    store(var_name(ABORT_PREFIX, str(run_id)), {"by": who, "at": at})
 
 
 def abort_requested(run_id: str) -> bool:
-    return bool(load(var_name("canary-abort", str(run_id))))
+    return bool(load(var_name(ABORT_PREFIX, str(run_id))))
 
 
 def _abort_by(run_id: str) -> str:
-    value = load(var_name("canary-abort", str(run_id))) or {}
+    value = load(var_name(ABORT_PREFIX, str(run_id))) or {}
     return value.get("by") or "someone"
 
 

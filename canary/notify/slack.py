@@ -30,7 +30,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from canary.approvals.binding import binding_key, sign_binding
 from canary.events import EventKind, ReleaseEvent
-from canary.variables import load, store, var_name
+from canary.variables import SLACK_THREAD_PREFIX, load, store, var_name
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class SlackNotifier:
 
 
 def _thread_var(release_id: str) -> str:
-    return var_name("canary-slack-thread", release_id)
+    return var_name(SLACK_THREAD_PREFIX, release_id)
 
 
 def _saved_thread(release_id: str) -> tuple[str, str] | None:
