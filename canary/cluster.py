@@ -98,8 +98,20 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         message = _api_message(exc)
         return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+    if isinstance(exc, urllib3.exceptions.MaxRetryError | urllib3.exceptions.NewConnectionError):
+        return _unreachable(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unreachable(exc: urllib3.exceptions.HTTPError) -> str:
+    """'cannot reach the API server at HOST:PORT: connection refused', not urllib3's repr."""
+    pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)
+    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
+    where = f" at {host}:{port}" if host else ""
+    cause = str(getattr(exc, "reason", None) or exc)
+    detail = cause.rsplit("] ", 1)[-1] if "] " in cause else cause.rsplit(": ", 1)[-1]
+    return f"cannot reach the API server{where}: {detail.strip().rstrip(')').lower()}"
 
 
 def _api_message(exc: ApiException) -> str:
@@ -142,6 +154,9 @@ def _configuration() -> k8s.Configuration:
     """
     configuration = k8s.Configuration()
     configuration.connection_pool_maxsize = POOL_SIZE
+    # `retrying` above retries, with backoff and a deadline; urllib3's own immediate
+    # retries would only add a warning per attempt.
+    configuration.retries = 0
     return configuration
 
 

@@ -158,5 +158,6 @@ class _OneLineNonPrefect(logging.Filter):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    from canary.cluster import describe
+
+    return describe(exc)

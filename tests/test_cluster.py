@@ -19,6 +19,7 @@ from canary.cluster import (
     ClusterConfigError,
     ReadinessTimeout,
     api_client,
+    describe,
     is_ready,
     is_transient,
     retrying,
@@ -164,16 +165,20 @@ def test_server_errors_are_retried_until_the_api_answers(flaky_front, tmp_path):
     assert stable is not None and flaky_front.seen == 3
 
 
-def test_an_unreachable_api_is_retried_until_the_timeout(tmp_path):
+def test_an_unreachable_api_is_retried_until_the_timeout(tmp_path, caplog):
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
     cluster = Cluster(api_client(str(kubeconfig)), "default", retry_timeout=1.0)
     began = time.monotonic()
 
-    with pytest.raises(Exception) as raised:
+    with caplog.at_level("WARNING"), pytest.raises(Exception) as raised:
         cluster.get_deployment("reviews-v1")
 
     assert is_transient(raised.value)
     assert 0.5 <= time.monotonic() - began < 5
+    # One line a user can act on, and no warning per attempt from urllib3's own retries.
+    said = describe(raised.value)
+    assert said == "cannot reach the API server at 127.0.0.1:9: connection refused", said
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")], caplog.text
 
 
 def failing(times: int, status: int) -> Any:
