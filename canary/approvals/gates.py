@@ -40,7 +40,10 @@ Members = Callable[[str], Collection[str]]
 
 Decision = Literal["approved", "rejected", "timed-out", "aborted", "cancelled"]
 Interrupted = Literal["aborted", "cancelled"]
-PAUSE_POLL_S = 1.0  # how soon a decision, an abort or a cancellation is seen
+# How soon a paused gate sees a decision or a cancellation (a decision must act within 2 s),
+# and how soon `canary abort` (a Variable, read less often: it is rarely asked).
+PAUSE_POLL_S = 0.5
+ABORT_POLL_S = 2.0
 _PAUSE_KEY = re.compile(r"^gate-(?P<gate>.+?)(?:-r(?P<attempt>\d+))?$")
 
 
@@ -465,6 +468,7 @@ def _enter_pause(request: GateRequest, timeout: int) -> dict[str, str] | None:
 def _wait_for_answer(
     request: GateRequest, keyset: dict[str, str], deadline: float
 ) -> ApprovalInput | Interrupted | None:
+    next_abort_check = time.monotonic() + ABORT_POLL_S
     while time.monotonic() < deadline:
         time.sleep(PAUSE_POLL_S)
         try:
@@ -473,8 +477,10 @@ def _wait_for_answer(
                 return _answer(keyset, request.run_id)
             if state is not None and (state.is_cancelling() or state.is_cancelled()):
                 return "cancelled"
-            if abort_requested(request.run_id):
-                return "aborted"
+            if time.monotonic() >= next_abort_check:
+                next_abort_check = time.monotonic() + ABORT_POLL_S
+                if abort_requested(request.run_id):
+                    return "aborted"
         except (httpx.HTTPError, OSError) as exc:  # the Prefect API blinked: keep waiting
             _log().warning("%s: cannot read the run's state: %s", request.title, exc)
     return None
