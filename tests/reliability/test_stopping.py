@@ -90,16 +90,22 @@ def at_step_1(box: Any) -> bool:
 GATED = {"gates": [{"before": "step-1", "approvers": {"users": ["U0JASON"]}, "timeout": "1h"}]}
 
 
-def paused_at_gate(run_id: str) -> bool:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id).state.is_paused()
-
-
-def test_a_run_cancelled_while_paused_at_a_gate_rolls_back_at_once(start_sandbox, fast_plan):
+def paused_at_gate(start_sandbox: Any, fast_plan: Any) -> tuple[Any, Any, BackgroundRelease, str]:
+    """A release paused at its gate before step-1 (an hour's timeout): box, plan, release, run."""
     box, plan = start_sandbox("healthy"), fast_plan(**GATED)
     release = BackgroundRelease(plan, box)
     run_id = release.wait_for_phase("header-route")
-    wait_until(lambda: paused_at_gate(run_id), 30, message="the pause at the gate")
+
+    def paused() -> bool:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run_id).state.is_paused()
+
+    wait_until(paused, 30, message="the pause at the gate")
+    return box, plan, release, run_id
+
+
+def test_a_run_cancelled_while_paused_at_a_gate_rolls_back_at_once(start_sandbox, fast_plan):
+    box, plan, release, run_id = paused_at_gate(start_sandbox, fast_plan)
 
     asked = time.monotonic()
     with get_client(sync_client=True) as client:
@@ -115,10 +121,7 @@ def test_a_run_cancelled_while_paused_at_a_gate_rolls_back_at_once(start_sandbox
 
 
 def test_an_abort_at_a_gate_rolls_back_without_anyone_resuming_it(start_sandbox, fast_plan):
-    box, plan = start_sandbox("healthy"), fast_plan(**GATED)
-    release = BackgroundRelease(plan, box)
-    run_id = release.wait_for_phase("header-route")
-    wait_until(lambda: paused_at_gate(run_id), 30, message="the pause at the gate")
+    box, plan, release, run_id = paused_at_gate(start_sandbox, fast_plan)
 
     asked = time.monotonic()
     request_abort(run_id, "U0ALICE")  # only the Variable: the gate's own wait must see it
