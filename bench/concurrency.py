@@ -29,7 +29,6 @@ import contextvars
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sandbox.prometheus import free_port  # noqa: E402 - after the path above
+
 AFTER_S = 8.0  # the faulty v2 serves well this long after it is ready, then fails
 ANALYSIS_INTERVAL_S = 1.0
 ERROR_RATE = 0.3
@@ -57,12 +58,6 @@ TARGET_RATIO = 1.2
 
 
 # --- infrastructure ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float, what: str) -> None:

@@ -152,15 +152,7 @@ class VirtualServiceLease:
         while True:
             vs = self.read()
             held = lease_of(vs)
-            if (
-                vs is None
-                or held is None
-                or (held.release_id, held.holder)
-                != (
-                    release_id,
-                    holder,
-                )
-            ):
+            if vs is None or not _held_by(held, release_id, holder):
                 who = held.describe() if held else "nobody"
                 raise LeaseLost(f"the lease on {self._where()} is now held by {who}")
             if self._write(vs, self._with(vs, {LEASE_EXPIRES: self._expiry()})):
@@ -171,15 +163,7 @@ class VirtualServiceLease:
         while True:
             vs = self.read()
             held = lease_of(vs)
-            if (
-                vs is None
-                or held is None
-                or (held.release_id, held.holder)
-                != (
-                    release_id,
-                    holder,
-                )
-            ):
+            if vs is None or not _held_by(held, release_id, holder):
                 return
             changes: dict[str, str | None] = dict.fromkeys(LEASE_ANNOTATIONS)
             if self._write(vs, self._with(vs, changes | {OUTCOME: outcome})):
@@ -268,3 +252,7 @@ class VirtualServiceLease:
         return getattr(self._custom, method)(
             GROUP, VERSION, self.plan.namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT, **kwargs
         )
+
+
+def _held_by(held: Lease | None, release_id: str, holder: str) -> bool:
+    return held is not None and (held.release_id, held.holder) == (release_id, holder)
