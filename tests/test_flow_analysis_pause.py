@@ -11,6 +11,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
+from prefect.states import Cancelling
 
 from canary.approvals.gates import gate_request
 from canary.events import EventKind, ReleaseEvent
@@ -150,6 +151,25 @@ def test_unreachable_prometheus_pauses_the_step_and_a_rejection_rolls_back(
     assert result.reason.startswith("step-1: analysis inconclusive at step-1: Prometheus at ")
     assert f"rejected by {APPROVER}: metrics are blind" in result.reason
     assert release.weight() == 0 and box.get("deployments", "reviews-v2") is None
+
+
+def test_a_run_cancelled_during_an_analysis_pause_rolls_back_and_ends_cancelled(
+    start_sandbox, fast_plan
+):
+    box = start_sandbox("healthy")
+    release = Release(unreachable_plan(fast_plan, "pause"), box, "r-pause-cancelled")
+    run_id = run_id_of(release.release_id)
+    release.paused_at("gate-analysis-step-1-")
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, Cancelling(message="stopped from the UI"))
+    release.thread.join(30)
+
+    assert not release.thread.is_alive(), "the paused release did not see the cancellation"
+    assert _run_state(release.release_id).is_cancelled()
+    assert release.weight() == 0 and box.get("deployments", "reviews-v2") is None
+    rollback = [e for e in release.events if e.kind is EventKind.ROLLBACK]
+    assert rollback and "cancelled from Prefect" in rollback[0].message, rollback
 
 
 def test_with_on_unreachable_rollback_it_rolls_back_without_a_pause(start_sandbox, fast_plan):
