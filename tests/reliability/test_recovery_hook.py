@@ -60,13 +60,13 @@ def configs(monkeypatch, tmp_path: Path, plan_data) -> Path:
 
 
 def test_an_inline_plan_is_the_context(plan_data):
-    run = stopped_run(plan=plan_data(), kubeconfig="kc", context="kind", mesh_url="http://mesh")
+    run = stopped_run(plan=plan_data(), kubeconfig="kc", context="kind", mesh_url="http://127.0.0.1:9080")
 
     ctx = context_from_parameters(run)
 
     assert ctx.plan == plan_from_dict(plan_data())
     assert ctx.release_id == str(run.id)
-    assert (ctx.kubeconfig, ctx.kube_context, ctx.mesh_url) == ("kc", "kind", "http://mesh")
+    assert (ctx.kubeconfig, ctx.kube_context, ctx.mesh_url) == ("kc", "kind", "http://127.0.0.1:9080")
 
 
 def test_a_plan_file_is_read_from_the_configs_directory(configs, plan_data):
