@@ -99,7 +99,7 @@ def listener(slack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             line = lines.get(timeout=60)
         except queue.Empty:
             line = ""
-        match = re.search(r"http://127\.0\.0\.1:\d+/slack/events", line)
+        match = re.search(re.escape("http://127.0.0.1:") + r"\d+/slack/events", line)
         assert match, f"listener did not start: {line!r} {log.read_text()}"
         yield match[0]
     finally:

@@ -119,7 +119,7 @@ class SlackStub:
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
-            "url": "https://stub.example.com/",
+            "url": "http://127.0.0.1/",  # a workspace URL; never fetched
             "team": "Stub",
             "user": "canary",
             "team_id": TEAM_ID,
@@ -256,7 +256,7 @@ def block_actions(
         "channel": {"id": channel, "name": "releases"},
         "message": message,
         "state": {"values": {}},
-        "response_url": "https://hooks.slack.invalid/actions/T0STUB/1/x",
+        "response_url": "http://127.0.0.1/actions/T0STUB/1/x",  # never used by the listener
         "actions": [
             {
                 "action_id": action_id,
