@@ -6,6 +6,7 @@ Exit codes: 0 success (promoted), 1 any other error, 2 bad input, 3 rolled back.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -190,6 +191,7 @@ _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
 COMMANDS_GROUP = "canary.commands"
 
 
+@functools.cache  # read once per process: main and the help both ask
 def _added_commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 

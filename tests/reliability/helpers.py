@@ -53,16 +53,15 @@ class BackgroundRelease:
         return self.state
 
 
-class WeightSampler:
-    """The canary's weight in the VirtualService, read from the store every few ms."""
+class _Sampler:
+    """Calls `sample` every `interval` seconds in a thread, for the `with` block."""
 
-    def __init__(self, box: Any, plan: Any, interval: float = 0.005):
-        self.box, self.plan, self.interval = box, plan, interval
-        self.weights: list[int] = []
+    def __init__(self, interval: float):
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> WeightSampler:
+    def __enter__(self) -> _Sampler:
         self._thread.start()
         return self
 
@@ -72,15 +71,30 @@ class WeightSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            vs = self.box.get("virtualservices", self.plan.virtual_service, self.plan.namespace)
-            if vs is not None:
-                weight = canary_weight(self.plan, vs)
-                if not self.weights or self.weights[-1] != weight:
-                    self.weights.append(weight)
+            self.sample()
             time.sleep(self.interval)
 
+    def sample(self) -> None:
+        raise NotImplementedError
 
-class RoutingSampler:
+
+class WeightSampler(_Sampler):
+    """The canary's weight in the VirtualService, read from the store every few ms."""
+
+    def __init__(self, box: Any, plan: Any, interval: float = 0.005):
+        super().__init__(interval)
+        self.box, self.plan = box, plan
+        self.weights: list[int] = []
+
+    def sample(self) -> None:
+        vs = self.box.get("virtualservices", self.plan.virtual_service, self.plan.namespace)
+        if vs is not None:
+            weight = canary_weight(self.plan, vs)
+            if not self.weights or self.weights[-1] != weight:
+                self.weights.append(weight)
+
+
+class RoutingSampler(_Sampler):
     """Samples the mesh's routing table: where each kind of request would go, right now.
 
     A sample "strands" traffic when some share of a service's requests would end on a
@@ -89,31 +103,19 @@ class RoutingSampler:
     """
 
     def __init__(self, box: Any, interval: float = 0.005):
+        super().__init__(interval)
         self.simulator = box.sandbox.simulator
-        self.interval = interval
         self.samples = 0
         self.stranded: list[tuple[float, str, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RoutingSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            routing = self.simulator.sample_routing()
-            self.samples += 1
-            for service, kinds in routing["expected"].items():
-                for split in kinds.values():
-                    lost = {k: v for k, v in split.items() if not k[:1].isalpha() and v > 0}
-                    if lost:
-                        self.stranded.append((time.monotonic(), service, lost))
-            time.sleep(self.interval)
+    def sample(self) -> None:
+        routing = self.simulator.sample_routing()
+        self.samples += 1
+        for service, kinds in routing["expected"].items():
+            for split in kinds.values():
+                lost = {k: v for k, v in split.items() if not k[:1].isalpha() and v > 0}
+                if lost:
+                    self.stranded.append((time.monotonic(), service, lost))
 
 
 def assert_all_on_stable(box: Any, plan: Any) -> None:
