@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from typing import Any
 
@@ -17,9 +15,10 @@ from canary.approvals.gates import gate_request
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
 from canary.planner import canary_weight
-from flows.canary_release import ReleaseRolledBack, canary_release
+from flows.canary_release import ReleaseRolledBack
 from sandbox.prometheus import PrometheusServer, free_port
 from tests.support.prometheus import require_prometheus
+from tests.support.releases import release_outcome, start_in_thread
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
@@ -34,24 +33,14 @@ class Release:
         self.plan, self.box, self.release_id = plan, box, release_id
         self.events: list[ReleaseEvent] = []
         self.outcome: Any = None
-        run = contextvars.copy_context().run
-        self.thread = threading.Thread(target=run, args=(self._run,), daemon=True)
-        self.thread.start()
+        self.thread = start_in_thread(self._run)
 
     def notify(self, event: ReleaseEvent) -> None:
         self.events.append(event)
 
     def _run(self) -> None:
         with notifying(self):
-            try:
-                self.outcome = canary_release(
-                    self.plan,
-                    kubeconfig=self.box.kubeconfig,
-                    mesh_url=self.box.sandbox.ingress_url,
-                    release_id=self.release_id,
-                )
-            except ReleaseRolledBack as exc:
-                self.outcome = exc
+            self.outcome = release_outcome(self.plan, self.box, self.release_id)
 
     def paused_at(self, prefix: str, after: str | None = None, timeout: float = 30) -> str:
         """Wait until the run is paused under a key starting with `prefix` (not `after`)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-import threading
 from typing import Any
 
 import pytest
@@ -14,7 +12,8 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
 from canary.planner import canary_weight
-from flows.canary_release import ReleaseRolledBack, canary_release
+from flows.canary_release import ReleaseRolledBack
+from tests.support.releases import release_outcome, start_in_thread
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
@@ -26,18 +25,12 @@ class BackgroundRelease:
     """canary_release in a thread, so the test can answer its gate."""
 
     def __init__(self, plan: Any, box: Any, release_id: str):
-        self.release_id = release_id
+        self.plan, self.box, self.release_id = plan, box, release_id
         self.outcome: Any = None
-        run = contextvars.copy_context().run
-        args = (plan, box.kubeconfig, None, box.sandbox.ingress_url, release_id)
-        self.thread = threading.Thread(target=run, args=(self._run, *args), daemon=True)
-        self.thread.start()
+        self.thread = start_in_thread(self._run)
 
-    def _run(self, *args: Any) -> None:
-        try:
-            self.outcome = canary_release(*args)
-        except ReleaseRolledBack as exc:
-            self.outcome = exc
+    def _run(self) -> None:
+        self.outcome = release_outcome(self.plan, self.box, self.release_id)
 
     def paused_run_id(self) -> str:
         def find() -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from typing import Any
 
@@ -13,9 +11,10 @@ from canary.approvals.gates import flow_run_state
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
 from canary.runner import plan_notifiers
-from flows.canary_release import ReleaseRolledBack, canary_release
+from flows.canary_release import ReleaseRolledBack
 from sandbox.prometheus import free_port
 from tests.approvals.conftest import SIGNING_SECRET
+from tests.support.releases import release_outcome, start_in_thread
 from tests.support.slack_stub import SlackStub, block_actions, send_interaction
 from tests.support.waiting import wait_until
 
@@ -35,26 +34,16 @@ class SlackRelease:
         self.plan, self.box, self.release_id = plan, box, release_id
         self.events: list[tuple[float, ReleaseEvent]] = []
         self.outcome: Any = None
-        notifiers = plan_notifiers(plan)
-        assert notifiers, "the plan's Slack notifier was not built from the environment"
-        run = contextvars.copy_context().run
-        self.thread = threading.Thread(target=run, args=(self._run, notifiers), daemon=True)
-        self.thread.start()
+        self.notifiers = plan_notifiers(plan)
+        assert self.notifiers, "the plan's Slack notifier was not built from the environment"
+        self.thread = start_in_thread(self._run)
 
     def notify(self, event: ReleaseEvent) -> None:
         self.events.append((time.monotonic(), event))
 
-    def _run(self, notifiers: list[Any]) -> None:
-        with notifying(*notifiers, self):
-            try:
-                self.outcome = canary_release(
-                    self.plan,
-                    kubeconfig=self.box.kubeconfig,
-                    mesh_url=self.box.sandbox.ingress_url,
-                    release_id=self.release_id,
-                )
-            except ReleaseRolledBack as exc:
-                self.outcome = exc
+    def _run(self) -> None:
+        with notifying(*self.notifiers, self):
+            self.outcome = release_outcome(self.plan, self.box, self.release_id)
 
     def given_at(self, gate: str, timeout: float = 10) -> float:
         """When the flow went past `gate` (its approval-given event)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from canary.cluster import is_ready
 from canary.lease import LEASE_HOLDER, annotations_of
 from canary.planner import PHASE_ANNOTATION, canary_weight, managed_route_names
 from flows.canary_release import canary_release
+from tests.support.releases import start_in_thread
 from tests.support.waiting import wait_until
 
 
@@ -25,12 +25,12 @@ class BackgroundRelease:
         self.box = box
         self.state: Any = None
         self.error: BaseException | None = None
-        run = contextvars.copy_context().run
-        args = (plan, box.kubeconfig, None, box.sandbox.ingress_url, release_id)
-        self.thread = threading.Thread(target=run, args=(self._run, *args), daemon=True)
-        self.thread.start()
+        self.release_id = release_id
+        self.thread = start_in_thread(self._run)
 
-    def _run(self, *args: Any) -> None:
+    def _run(self) -> None:
+        box = self.box
+        args = (self.plan, box.kubeconfig, None, box.sandbox.ingress_url, self.release_id)
         try:
             self.state = canary_release(*args, return_state=True)
         except BaseException as exc:  # the test reports it
