@@ -123,9 +123,21 @@ class PrometheusServer:
 
     # chaos
 
-    def pause(self) -> None:
-        """Freeze the process (SIGSTOP): connections still open, but queries hang."""
-        self._running_process().send_signal(signal.SIGSTOP)
+    def pause(self, timeout: float = 5.0) -> None:
+        """Freeze the process (SIGSTOP): connections still open, but queries hang.
+
+        Returns once every thread is stopped: the signal is delivered asynchronously, and a
+        query sent just after it could still be answered.
+        """
+        process = self._running_process()
+        process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _all_threads_stopped(process.pid):
+            if time.monotonic() > deadline:
+                raise PrometheusError(
+                    f"Prometheus (pid {process.pid}) did not stop in {timeout:g}s"
+                )
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """Let a paused process go on (SIGCONT)."""
@@ -301,3 +313,15 @@ def _static_config(target: str) -> dict[str, Any]:
     url = urllib.parse.urlsplit(target)
     labels = {"__scheme__": url.scheme, "__metrics_path__": url.path or "/metrics"}
     return {"targets": [url.netloc], "labels": labels}
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` is in state T (stopped), from /proc."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # the thread just ended
+    return bool(states) and all(state == "T" for state in states)
