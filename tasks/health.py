@@ -47,7 +47,7 @@ class HealthCheckFailed(Exception):
     """The canary failed too many analysis rounds of a hold."""
 
 
-def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+def check_health(ctx: ReleaseContext, phase: Phase, hold_ending: bool = False) -> list[Verdict]:
     """The verdicts of one analysis round of `phase`.
 
     Metric analysis runs only while the canary carries weighted traffic: under a header
@@ -55,7 +55,7 @@ def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
     """
     verdicts = [canary_ready(ctx)]
     if ctx.plan.analysis.metrics and phase.canary_weight > 0:
-        verdicts.append(metric_analysis(ctx, phase))
+        verdicts.append(metric_analysis(ctx, phase, hold_ending))
     return verdicts
 
 
@@ -91,7 +91,7 @@ def _hold(ctx: ReleaseContext, phase: Phase) -> None:
         planned = _next_round(planned, analysis.interval, deadline, first=rounds == 0)
         _sleep_until(planned)
         checkpoint(ctx)  # `canary abort`, a cancellation or a lost lease: roll back now
-        verdicts = check_health(ctx, phase)
+        verdicts = check_health(ctx, phase, hold_ending=planned >= deadline)
         # A person's time to answer is neither watching time nor "undecided" time past the
         # hold's end: the deadline moves by it.
         deadline += sum(v.waited for v in verdicts)
@@ -178,10 +178,10 @@ def analysis_of(ctx: ReleaseContext) -> _ReleaseAnalysis:
         return found
 
 
-def metric_analysis(ctx: ReleaseContext, phase: Phase) -> Verdict:
+def metric_analysis(ctx: ReleaseContext, phase: Phase, hold_ending: bool = False) -> Verdict:
     """One Analyzer check as a verdict; raises HealthCheckFailed when it says rollback."""
     release = analysis_of(ctx)
-    result = release.analyzer.check()
+    result = release.analyzer.check(step=phase.name, hold_ending=hold_ending)
     rows = release.rows.setdefault(phase.name, [])
     rows.extend({"phase": phase.name, **row} for row in result.rows())
     decision = str(result.decision)

@@ -20,7 +20,7 @@ def verdicts(monkeypatch) -> Iterator[list[bool]]:
     coming: list[bool] = []
     rounds: list[float] = []
 
-    def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+    def check_health(ctx: ReleaseContext, phase: Phase, hold_ending: bool = False) -> list[Verdict]:
         rounds.append(time.monotonic())
         return [Verdict(check="scripted", passed=coming.pop(0), detail="as scripted")]
 
@@ -75,7 +75,7 @@ def test_slow_rounds_keep_the_interval_s_cadence(monkeypatch, fast_plan):
     """A round that takes most of its interval must not push the next ones back."""
     starts: list[float] = []
 
-    def slow_round(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+    def slow_round(ctx: ReleaseContext, phase: Phase, hold_ending: bool = False) -> list[Verdict]:
         starts.append(time.monotonic())
         time.sleep(0.6)
         return [Verdict(check="slow", passed=True, detail="slow but healthy")]
