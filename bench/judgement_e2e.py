@@ -54,6 +54,7 @@ SHARE = round(100 * sim.CANARY_SHARE)  # percent of each run's traffic on v2
 SCRAPE_S = 2.0  # Prometheus scrapes every sandbox this often (and gives a scrape as long)
 LAG_S = SCRAPE_S + 1.0  # a look waits this long past its time: the scrapes up to it are in
 WARMUP_S = 60.0  # stable traffic before the first look: the latency bound's baseline
+SANDBOX_RUNS = 40  # runs (services) per sandbox process
 SHORT = {
     "healthy": "healthy",
     "noisy-healthy": "noisy",
@@ -192,12 +193,12 @@ def behaviour_fields(behaviour: Any) -> dict[str, float]:
     }
 
 
-def scenario_file(runs: Sequence[Run], directory: Path, rps: float) -> Path:
+def scenario_file(runs: Sequence[Run], directory: Path, index: int) -> Path:
     """Each run's v2 behaves as its scenario's canary; everything else as the baseline."""
     versions = {r.canary: behaviour_fields(r.scenario.canary) for r in runs if r.scenario.faulty}
-    path = directory / f"scenario-{rps:g}.yaml"
+    path = directory / f"scenario-{index}.yaml"
     data = {
-        "name": f"judgement-e2e-{rps:g}",
+        "name": f"judgement-e2e-{index}",
         "default": behaviour_fields(sim.BASELINE),
         "versions": versions,
     }
@@ -310,11 +311,17 @@ def plan_runs(names: Sequence[str], count: int, interval: float, seed: int) -> l
     return runs
 
 
-def by_traffic(runs: Sequence[Run]) -> dict[float, list[Run]]:
-    groups: dict[float, list[Run]] = {}
+def sandbox_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """The runs of each sandbox: one traffic level each, at most SANDBOX_RUNS of them (the
+    sandboxes' simulated traffic and metrics then spread over processes)."""
+    levels: dict[float, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.scenario.rps, []).append(run)
-    return dict(sorted(groups.items(), reverse=True))
+        levels.setdefault(run.scenario.rps, []).append(run)
+    return [
+        group[i : i + SANDBOX_RUNS]
+        for _, group in sorted(levels.items(), reverse=True)
+        for i in range(0, len(group), SANDBOX_RUNS)
+    ]
 
 
 def schedule(runs: Sequence[Run], start: float, interval: float, looks: int) -> Iterator:
@@ -373,7 +380,7 @@ def serve_sandbox(conn: Any, index: int, runs: list[Run], setting: Setting, dire
     rps = runs[0].scenario.rps
     try:
         box = Sandbox(
-            str(scenario_file(runs, Path(directory), rps)),
+            str(scenario_file(runs, Path(directory), index)),
             seed=setting.seed * 100 + index,
             rps=rps,
             extra_services=[r.service for r in runs],
@@ -424,13 +431,13 @@ def run_analyses(
     from canary.analysis import Analyzer, PrometheusProvider
     from sandbox.prometheus import PrometheusServer
 
-    groups = by_traffic(runs)
+    groups = sandbox_groups(runs)
     facts: dict[str, Any] = {"runs": len(runs), "sandboxes": len(groups)}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="judgement-e2e-") as tmp:
         children = []
         try:
-            for index, group in enumerate(groups.values()):
+            for index, group in enumerate(groups):
                 ours, theirs = spawn.Pipe()
                 child = spawn.Process(
                     target=serve_sandbox, args=(theirs, index, group, setting, tmp), daemon=True
@@ -531,6 +538,24 @@ def surprises(runs: Sequence[Run]) -> list[str]:
     return out
 
 
+def served(runs: Sequence[Run], interval: float) -> str:
+    """The share of the intended requests the sandboxes served, per traffic level (a busy
+    machine slows the simulated traffic: it drops what it cannot send in time)."""
+    shares: dict[float, list[float]] = {}
+    for run in runs:
+        analyzer = run.analyzers.get("sequential")
+        if analyzer is None or not analyzer._checks:
+            continue
+        test = analyzer._tests["request-success-rate"]
+        intended = run.scenario.rps * interval * analyzer._checks
+        shares.setdefault(run.scenario.rps, []).append(
+            (test.canary_total + test.stable_total) / intended
+        )
+    return ", ".join(
+        f"{statistics.median(v):.0%} of {rps:g}/s" for rps, v in sorted(shares.items())
+    )
+
+
 def lateness(runs: Sequence[Run]) -> str:
     lags = sorted(lag - LAG_S for run in runs for lag in run.lags)
     if not lags:
@@ -596,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{facts['runs']} runs x {len(sim.JUDGES)} judges in {facts['sandboxes']} sandboxes, "
         f"one Prometheus ({facts['series']} series, scraped every {SCRAPE_S:g} s, "
         f"{facts['failed_scrapes']} of {facts['scrapes']} scrapes failed); a look every "
-        f"{args.interval:g} s, {args.looks} looks; {lateness(runs)}; simulated: "
+        f"{args.interval:g} s, {args.looks} looks; {lateness(runs)}; requests served (median "
+        f"run): {served(runs, args.interval)}; simulated: "
         f"{args.sim_runs} runs per scenario, {sim.LOOKS} looks of {sim.INTERVAL_S:g} s; "
         f"seed {args.seed}; {time.monotonic() - began:.0f} s in all"
     )

@@ -175,6 +175,8 @@ class Analyzer:
         self._tests, self._guards = self._sequential_tests()
         self._slow_le: float | None = None
         self._cache: dict[tuple[str, float | None], float | None] = {}
+        # Mann-Whitney: each window's value, by (metric, role, start, end).
+        self._sample_of: dict[tuple[str, str, float, float], float | None] = {}
 
     @classmethod
     def for_plan(
@@ -579,9 +581,12 @@ class Analyzer:
         sides: tuple[list[float], list[float]] = ([], [])
         for end, start in itertools.pairwise(ends):
             for role, values in zip(ROLES, sides, strict=True):
-                counts = self._readings.between(role, start, end)
-                value = _value(metric, counts)
-                if counts.requests >= min_requests and value is not None:
+                key = (metric.name, role, start, end)
+                if key not in self._sample_of:  # a window's value never changes: once
+                    counts = self._readings.between(role, start, end)
+                    enough = counts.requests >= min_requests
+                    self._sample_of[key] = _value(metric, counts) if enough else None
+                if (value := self._sample_of[key]) is not None:
                     values.append(value)
         return sides[0][::-1], sides[1][::-1]
 
@@ -648,6 +653,7 @@ class Analyzer:
         starts = [*self._pools.values(), *([] if step_start is None else [step_start])]
         cutoff = min([now - reach, *starts])
         self._readings.forget_before(cutoff)
+        self._sample_of = {k: v for k, v in self._sample_of.items() if k[2] >= cutoff}
         self._times = [t for t in self._times if t >= cutoff] or self._times[-1:]
 
 

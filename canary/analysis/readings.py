@@ -52,8 +52,10 @@ class Readings:
 
     def nearest(self, time: float, before: float) -> float | None:
         """The reading time closest to ``time`` among those earlier than ``before``."""
-        earlier = self._times[: bisect.bisect_left(self._times, before)]
-        return min(earlier, key=lambda t: abs(t - time), default=None)
+        end = bisect.bisect_left(self._times, before)
+        at = bisect.bisect_left(self._times, time, 0, end)
+        around = self._times[max(0, at - 1) : min(at + 1, end)]
+        return min(around, key=lambda t: abs(t - time), default=None)
 
     def forget_before(self, time: float) -> None:
         """Drop readings older than ``time``: no window will start there again."""
