@@ -311,16 +311,16 @@ def plan_runs(names: Sequence[str], count: int, interval: float, seed: int) -> l
     return runs
 
 
-def sandbox_groups(runs: Sequence[Run]) -> list[list[Run]]:
-    """The runs of each sandbox: one traffic level each, at most SANDBOX_RUNS of them (the
+def sandbox_groups(runs: Sequence[Run], size: int = SANDBOX_RUNS) -> list[list[Run]]:
+    """The runs of each sandbox: one traffic level each, at most ``size`` of them (the
     sandboxes' simulated traffic and metrics then spread over processes)."""
     levels: dict[float, list[Run]] = {}
     for run in runs:
         levels.setdefault(run.scenario.rps, []).append(run)
     return [
-        group[i : i + SANDBOX_RUNS]
+        group[i : i + size]
         for _, group in sorted(levels.items(), reverse=True)
-        for i in range(0, len(group), SANDBOX_RUNS)
+        for i in range(0, len(group), size)
     ]
 
 
@@ -363,8 +363,9 @@ class Setting:
     looks: int = sim.LOOKS
     share: int = SHARE
     warmup: float = WARMUP_S
-    seed: int = 7
+    seed: int = 7  # sandbox i is seeded seed * 100 + i
     workers: int = 6
+    sandbox_runs: int = SANDBOX_RUNS  # runs per sandbox (process)
 
 
 def serve_sandbox(conn: Any, index: int, runs: list[Run], setting: Setting, directory: str) -> None:
@@ -431,7 +432,7 @@ def run_analyses(
     from canary.analysis import Analyzer, PrometheusProvider
     from sandbox.prometheus import PrometheusServer
 
-    groups = sandbox_groups(runs)
+    groups = sandbox_groups(runs, setting.sandbox_runs)
     facts: dict[str, Any] = {"runs": len(runs), "sandboxes": len(groups)}
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="judgement-e2e-") as tmp:
@@ -543,13 +544,13 @@ def served(runs: Sequence[Run], interval: float) -> str:
     machine slows the simulated traffic: it drops what it cannot send in time)."""
     shares: dict[float, list[float]] = {}
     for run in runs:
-        analyzer = run.analyzers.get("sequential")
-        if analyzer is None or not analyzer._checks:
+        last = run.last.get("sequential")
+        if last is None or not last.metrics:
             continue
-        test = analyzer._tests["request-success-rate"]
-        intended = run.scenario.rps * interval * analyzer._checks
+        counted = last.metrics[0].statistic  # the test's totals since the first look
+        intended = run.scenario.rps * interval * last.check
         shares.setdefault(run.scenario.rps, []).append(
-            (test.canary_total + test.stable_total) / intended
+            (counted["canary_requests"] + counted["stable_requests"]) / intended
         )
     return ", ".join(
         f"{statistics.median(v):.0%} of {rps:g}/s" for rps, v in sorted(shares.items())
