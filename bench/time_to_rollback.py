@@ -104,7 +104,7 @@ def scenario(after: float) -> Any:
 def plan_for(judge: str, prometheus_url: str) -> Any:
     import yaml
 
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     data = yaml.safe_load((REPO / "configs" / "bookinfo-reviews.yaml").read_text())
     for unattended in ("gates", "notifications"):
@@ -183,6 +183,7 @@ def canary_weight(plan: Any, vs: dict[str, Any]) -> int:
 
 def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str) -> Run:
     from canary.notify import notifying
+    from canary.release import ReleaseTarget
     from flows.canary_release import ReleaseRolledBack, canary_release
     from sandbox.prometheus import PrometheusServer
     from sandbox.server import Sandbox
@@ -202,9 +203,8 @@ def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str
         watch.start()
         try:
             with notifying(Decisions(run)):
-                result = canary_release(
-                    plan, kubeconfig, None, box.ingress_url, f"ttr-{judge}-{seed}-{index}"
-                )
+                target = ReleaseTarget(kubeconfig=kubeconfig, mesh_url=box.ingress_url)
+                result = canary_release(plan, target, f"ttr-{judge}-{seed}-{index}")
         except ReleaseRolledBack as exc:
             result = exc.result
         finally:
@@ -277,7 +277,7 @@ def main() -> int:
     prometheus_bin = find_prometheus()
     use_local_prefect()  # before Prefect is imported
     import flows.canary_release  # noqa: F401 - sets up Prefect's logging, to be quietened
-    from canary.runner import quiet_prefect_console
+    from flows.command import quiet_prefect_console
 
     quiet_prefect_console()
     rng = random.Random(args.seed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -16,8 +15,7 @@ import yaml
 
 from canary.arguments import CommandParser
 from canary.exit_codes import BAD_INPUT, ERROR
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, load_plan
+from canary.plan import PlanError, ReleasePlan, load_plan
 from canary.planner import Phase, PhaseKind, phases, routing_for
 
 DRY_RUN_ID = "dry-run"
@@ -58,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-o", "--output", choices=["yaml", "table"], default="table")
     plan.set_defaults(handler=_plan)
 
-    for name, handler in _RUNNERS.items():
-        handler(sub.add_parser(name, help=_RUNNER_HELP[name]))
     return parser
 
 
@@ -134,39 +130,7 @@ def deployment_actions(plan: ReleasePlan, phase: Phase) -> list[str]:
     return []
 
 
-# --- commands that run releases or the sandbox (imported on use) --------------------
-
-
-def _add_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", metavar="PLAN")
-    parser.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG or in-cluster")
-    parser.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
-    parser.add_argument("--mesh-url", metavar="URL", help="where test checks are sent")
-    parser.add_argument("--release-id", metavar="ID", help="default: the flow run id")
-    parser.add_argument(
-        "--initiator",
-        metavar="SLACK_ID",
-        default=os.environ.get("CANARY_INITIATOR"),
-        help="who starts the release, for four-eyes gates (default: $CANARY_INITIATOR)",
-    )
-    _add_report(parser)
-    parser.set_defaults(handler=_run)
-
-
-def _add_report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report", metavar="PATH", help="write the release report there (markdown; PNG beside)"
-    )
-
-
-def _run(args: argparse.Namespace) -> int:
-    from canary.runner import run_command
-
-    return run_command(args)
-
-
-_RUNNERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"run": _add_run}
-_RUNNER_HELP = {"run": "run a release against the cluster the kubeconfig names"}
+# --- commands with their own parsers ------------------------------------------------
 
 
 def _approvals_command(name: str) -> Callable[[list[str]], int]:
@@ -186,8 +150,8 @@ _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
 }
 
 # Commands other packages add (entry point group `canary.commands`, `name = "module:main"`,
-# main(argv) -> exit code): this project's sandbox adds `demo` and `sandbox` that way, so
-# the release tool itself never imports the sandbox.
+# main(argv) -> exit code): the flows add `run`, the sandbox `demo` and `sandbox`, so the
+# library never imports the flows or the sandbox.
 COMMANDS_GROUP = "canary.commands"
 
 

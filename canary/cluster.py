@@ -21,6 +21,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from canary.errors import BadInput, CanaryError, describe
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -30,11 +32,11 @@ REQUEST_TIMEOUT = (5.0, 15.0)  # (connect, read) seconds for every API call
 POLL_INTERVAL = 0.2
 
 
-class ClusterConfigError(Exception):
+class ClusterConfigError(BadInput):
     """No usable cluster configuration (kubeconfig unreadable, context unknown...)."""
 
 
-class ReadinessTimeout(Exception):
+class ReadinessTimeout(CanaryError):
     """A Deployment did not become ready before its deadline."""
 
 
@@ -91,34 +93,6 @@ def _retry_after(exc: Exception) -> float | None:
         return min(float(headers.get("Retry-After", "")), 10.0)
     except ValueError:
         return None
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of an API or connection error."""
-    if isinstance(exc, ApiException):
-        message = _api_message(exc)
-        return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
-    if isinstance(exc, urllib3.exceptions.MaxRetryError | urllib3.exceptions.NewConnectionError):
-        return _unreachable(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _unreachable(exc: urllib3.exceptions.HTTPError) -> str:
-    """'cannot reach the API server at HOST:PORT: connection refused', not urllib3's repr."""
-    pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)
-    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
-    where = f" at {host}:{port}" if host else ""
-    cause = str(getattr(exc, "reason", None) or exc)
-    detail = cause.rsplit("] ", 1)[-1] if "] " in cause else cause.rsplit(": ", 1)[-1]
-    return f"cannot reach the API server{where}: {detail.strip().rstrip(')').lower()}"
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message", ""))
-    except (ValueError, AttributeError):
-        return ""
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -205,16 +179,6 @@ class Cluster:
     def get_deployment(self, name: str) -> dict[str, Any] | None:
         return self._retry(f"read Deployment {name}", lambda: self._read(name))
 
-    def create_deployment(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        name = manifest["metadata"]["name"]
-        # A conflict here means it exists already: retrying would not help.
-        return retrying(
-            lambda: self._create(manifest),
-            what=f"create Deployment {name}",
-            timeout=self.retry_timeout,
-            retry_conflicts=False,
-        )
-
     def apply_deployment(
         self,
         manifest: dict[str, Any],
@@ -254,13 +218,6 @@ class Cluster:
             return deployment
 
         return self._update(name, scale)
-
-    def annotate_deployment(self, name: str, annotations: dict[str, str]) -> dict[str, Any]:
-        def annotate(deployment: dict[str, Any]) -> dict[str, Any]:
-            deployment["metadata"].setdefault("annotations", {}).update(annotations)
-            return deployment
-
-        return self._update(name, annotate)
 
     def wait_ready(self, name: str, deadline: float) -> dict[str, Any]:
         """Poll until the Deployment is ready; `deadline` is a time.monotonic() value.

@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import REQUEST_TIMEOUT, is_conflict, is_not_found, retrying
+from canary.errors import BadInput, CanaryError
 from canary.plan import ReleasePlan
 from canary.planner import ANNOTATION_PREFIX, ISTIO_API_VERSION
 
@@ -40,11 +41,11 @@ LEASE_ANNOTATIONS = (LEASE, LEASE_HOLDER, LEASE_EXPIRES)
 GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 
 
-class LeaseHeld(Exception):
+class LeaseHeld(BadInput):
     """Another release holds the service; nothing was changed."""
 
 
-class LeaseLost(Exception):
+class LeaseLost(CanaryError):
     """The lease was taken by another release while this one ran."""
 
 
@@ -62,8 +63,11 @@ class Lease:
         return f"release {self.release_id} (until {rfc3339(self.expires)})"
 
 
-def identity_of(plan: ReleasePlan) -> str:
-    """What makes a release the same release: where, which service, which canary version."""
+def release_key(plan: ReleasePlan) -> str:
+    """What makes runs one release: where, which service, which canary version.
+
+    A run of a plan with the key of an unfinished release resumes it (canary.resume).
+    """
     return f"{plan.namespace}/{plan.service}/{plan.canary.version}"
 
 
@@ -135,7 +139,7 @@ class VirtualServiceLease:
             vs = self.read()
             held = lease_of(vs)
             if held is not None and not self._free_for(held, holder):
-                if held.identity != identity_of(self.plan):
+                if held.identity != release_key(self.plan):
                     raise LeaseHeld(self._refusal(held))
                 if first_seen is not None and held.expires != first_seen.expires:
                     raise LeaseHeld(self._refusal(held, running_elsewhere=True))
@@ -179,7 +183,7 @@ class VirtualServiceLease:
             LEASE: release_id,
             LEASE_HOLDER: holder,
             LEASE_EXPIRES: self._expiry(),
-            IDENTITY: identity_of(self.plan),
+            IDENTITY: release_key(self.plan),
             OUTCOME: None,
         }
         return self._with(vs if vs is not None else self._empty(), notes)

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import Any
 
+from canary.errors import CanaryError
 from canary.plan import ReleasePlan
 from canary.planner import ANNOTATION_PREFIX, RELEASE_ANNOTATION
 
@@ -31,7 +32,7 @@ _STALE_ANNOTATIONS = (
 )
 
 
-class ManifestError(Exception):
+class ManifestError(CanaryError):
     """The canary Deployment cannot be made from what is there."""
 
 

@@ -24,6 +24,7 @@ HEADER_ROUTE = "canary-header"
 ANNOTATION_PREFIX = "canary.release/"
 RELEASE_ANNOTATION = ANNOTATION_PREFIX + "release-id"
 PHASE_ANNOTATION = ANNOTATION_PREFIX + "phase"
+ROLLED_BACK_PHASE = "rolled-back"  # the phase annotation of rollback routing
 
 
 class PhaseKind(StrEnum):
@@ -95,7 +96,7 @@ def routing_for(
 def rollback_routing(plan: ReleasePlan, release_id: str, current: Routing | None) -> Routing:
     """All traffic on stable, the pipeline's match routes and the canary subset gone."""
     split = _Split(canary_weight=0, keep_canary_subset=False)
-    return _render(plan, split, "rolled-back", release_id, current)
+    return _render(plan, split, ROLLED_BACK_PHASE, release_id, current)
 
 
 def _split_of(plan: ReleasePlan, phase: Phase, release_id: str) -> _Split:

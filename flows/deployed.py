@@ -24,11 +24,12 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from canary.pending import pending_release
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, Problem, load_plan
-from canary.plan_source import plan_to_release
-from flows.canary_release import ReleaseResult, canary_release
+from canary.errors import CanaryError
+from canary.plan import PlanError, Problem, ReleasePlan, load_plan
+from canary.plan.configs import plan_files, plan_to_release
+from canary.plan.versions import pending_release
+from canary.release import ReleaseResult, ReleaseTarget
+from flows.canary_release import canary_release
 
 DEPLOYMENT = "canary-release/canary-release"
 FIRST_LOCK_TRY_S = 1.0
@@ -40,7 +41,7 @@ Version = Annotated[
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
-class ReleaseLocked(Exception):
+class ReleaseLocked(CanaryError):
     """Another release of the same service kept its lock past our patience."""
 
 
@@ -76,15 +77,16 @@ def release(
         lock_timeout: Seconds to wait while another release of the service runs.
     """
     chosen = plan_to_release(plan, version, image)
+    target = ReleaseTarget(kubeconfig=kubeconfig, kube_context=context, mesh_url=mesh_url)
     with release_lock(chosen, lock_timeout):
-        if already_released(chosen, kubeconfig, context):
+        if already_released(chosen, target):
             get_run_logger().info(
                 "%s already runs alone in %s: nothing to release",
                 chosen.canary_deployment,
                 chosen.namespace,
             )
             return None
-        return canary_release.fn(chosen, kubeconfig, context, mesh_url, None, initiator)
+        return canary_release.fn(chosen, target, initiator=initiator)
 
 
 # --- one release per service at a time ----------------------------------------------------
@@ -141,14 +143,14 @@ def ensure_lock(name: str) -> None:
                 )
 
 
-def already_released(plan: ReleasePlan, kubeconfig: str | None, context: str | None) -> bool:
+def already_released(plan: ReleasePlan, target: ReleaseTarget) -> bool:
     """The canary runs and the stable Deployment is gone: an earlier run released it.
 
     Without this, a run queued behind that release would find no stable to start from.
     """
-    from canary.cluster import Cluster, api_client, is_ready
+    from canary.cluster import Cluster, is_ready
 
-    cluster = Cluster(api_client(kubeconfig, context), plan.namespace)
+    cluster = Cluster(target.api_client(), plan.namespace)
     canary = cluster.get_deployment(plan.canary_deployment)
     return is_ready(canary) and cluster.get_deployment(plan.stable_deployment) is None
 
@@ -184,8 +186,8 @@ def release_train(
         mesh_url: Passed to each release: where the test phase sends its checks.
         deployment: The deployment the releases run as.
     """
-    where = dict(kubeconfig=kubeconfig, context=context, mesh_url=mesh_url)
-    cars = [_board(path, deployment, where) for path in plan_files(Path(configs))]
+    target = ReleaseTarget(kubeconfig=kubeconfig, kube_context=context, mesh_url=mesh_url)
+    cars = [_board(path, deployment, target) for path in plan_files(Path(configs))]
     logger = get_run_logger()
     for car in cars:
         logger.info("%s: %s %s %s", car.plan, car.action, car.version, car.detail)
@@ -195,11 +197,7 @@ def release_train(
     return cars
 
 
-def plan_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-
-
-def _board(path: Path, deployment: str, where: dict[str, Any]) -> TrainCar:
+def _board(path: Path, deployment: str, target: ReleaseTarget) -> TrainCar:
     try:
         plan = load_plan(path)
         pending = pending_release(plan, str(path))
@@ -213,9 +211,9 @@ def _board(path: Path, deployment: str, where: dict[str, Any]) -> TrainCar:
     if _queued(pending, deployment):
         return car.model_copy(update={"action": "already queued"})
     with contextlib.suppress(Exception):  # unreadable cluster: the release will say why
-        if already_released(pending, where["kubeconfig"], where["context"]):
+        if already_released(pending, target):
             return car.model_copy(update={"action": "already released"})
-    run_id = _start(pending, deployment, where)
+    run_id = _start(pending, deployment, target)
     return car.model_copy(update={"flow_run_id": run_id, "detail": f"(flow run {run_id})"})
 
 
@@ -223,11 +221,17 @@ def service_tag(plan: ReleasePlan) -> str:
     return f"service:{plan.namespace}/{plan.service}"
 
 
-def _start(plan: ReleasePlan, deployment: str, where: dict[str, Any]) -> str:
+def _start(plan: ReleasePlan, deployment: str, target: ReleaseTarget) -> str:
     from prefect.deployments import run_deployment
 
-    parameters = {"plan": plan.model_dump(mode="json", by_alias=True, exclude_none=True)}
-    parameters |= {key: value for key, value in where.items() if value is not None}
+    parameters: dict[str, Any] = {
+        "plan": plan.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # The `release` flow's parameters for the target, one by one (its form's fields).
+        "kubeconfig": target.kubeconfig,
+        "context": target.kube_context,
+        "mesh_url": target.mesh_url,
+    }
+    parameters = {key: value for key, value in parameters.items() if value is not None}
     run = run_deployment(
         deployment,
         parameters=parameters,

@@ -21,8 +21,7 @@ from typing import Any, TextIO
 
 from canary.events import EventKind, ReleaseEvent
 from canary.exit_codes import BAD_INPUT
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, load_plan, plan_from_dict
+from canary.plan import PlanError, ReleasePlan, load_plan, plan_from_dict
 from canary.planner import canary_weight
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -46,7 +45,7 @@ GATE_TIMEOUT = 60.0
 
 def demo_main(argv: list[str]) -> int:
     """`canary demo [--scenario S] [--prometheus URL] [--plan PLAN] [--report PATH]`."""
-    from canary.report import reporting_to
+    from canary.report.publishing import reporting_to
 
     args = _parser().parse_args(argv)
     with reporting_to(args.report):  # the demo's release writes its report there
@@ -132,7 +131,8 @@ def with_metrics_source(plan: ReleasePlan, url: str | None, out: TextIO) -> Rele
 
 
 def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int:
-    from canary.runner import run_release
+    from canary.release import ReleaseTarget
+    from flows.command import run_release
 
     kubeconfig = sandbox.write_kubeconfig(workdir / "kubeconfig")
     scenario = getattr(sandbox.scenario, "name", "")
@@ -145,10 +145,9 @@ def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int
     printer.start()
     code = run_release(
         plan,
-        kubeconfig=str(kubeconfig),
-        mesh_url=sandbox.ingress_url,
+        ReleaseTarget(kubeconfig=str(kubeconfig), mesh_url=sandbox.ingress_url),
         out=out,
-        notifiers=[printer, GateAnswerer(out)],
+        watchers=[printer, GateAnswerer(out)],
         before_summary=printer.stop,
     )
     print_final_state(sandbox, plan, out)
@@ -240,11 +239,11 @@ class GateAnswerer:
             else f"analysis pause at {event.phase}"
         )
         # The release id is the flow run id: the demo does not set one of its own.
-        args = (event.release_id, key, what)
+        args = (event.identity.release_id, key, what)
         threading.Thread(target=self._approve, args=args, daemon=True).start()
 
     def _approve(self, run_id: str, gate: str | None, what: str) -> None:
-        from canary.approvals.gates import DecisionError, auto_approve
+        from canary.approvals.decisions import DecisionError, auto_approve
 
         try:
             auto_approve(run_id, gate, who="demo", timeout=GATE_TIMEOUT)

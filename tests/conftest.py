@@ -58,6 +58,13 @@ class RunningSandbox:
     def writes(self) -> list[Any]:
         return self.sandbox.api.writes()
 
+    @property
+    def target(self) -> Any:
+        """Where a release into this sandbox runs: its API server and its ingress."""
+        from canary.release import ReleaseTarget
+
+        return ReleaseTarget(kubeconfig=self.kubeconfig, mesh_url=self.sandbox.ingress_url)
+
 
 @pytest.fixture
 def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
@@ -103,7 +110,7 @@ def plan_data() -> Callable[..., dict[str, Any]]:
 @pytest.fixture
 def fast_plan() -> Callable[..., Any]:
     """A ReleasePlan from `plan_data`."""
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     def make(**overrides: Any) -> Any:
         return plan_from_dict(_fast_plan_data(**overrides))

@@ -127,8 +127,7 @@ def permissions_used_by_releases(start_sandbox: Any, fast_plan: Any) -> set[Perm
     with pytest.raises(ReleaseRolledBack):
         canary_release(
             fast_plan(rollback={"canaryAction": "scaleToZero"}),
-            kubeconfig=rolled_back.kubeconfig,
-            mesh_url=rolled_back.sandbox.ingress_url,
+            target=rolled_back.target,
         )
     requests = [*promoted.api.requests, *rolled_back.api.requests]
     return {p for r in requests if (p := permission(r.method, r.path, r.query)) is not None}

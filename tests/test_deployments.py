@@ -142,7 +142,7 @@ def artifacts_of(run_id: UUID) -> dict[str, Any]:
 
 
 def fast_plan_json(plan_data: Any, **overrides: Any) -> dict[str, Any]:
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     plan = plan_from_dict(plan_data(**overrides))
     return plan.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -299,6 +299,6 @@ def started_release(train_run: UUID) -> Any:
 
 
 def release_plan(data: dict[str, Any]) -> Any:
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     return plan_from_dict(data)

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from canary import hold as hold_loop
+from canary.hold import hold
 from canary.planner import Phase, PhaseKind
-from tasks import health
-from tasks.context import ReleaseContext
-from tasks.health import HealthCheckFailed, Verdict, hold
+from canary.release import Release
+from canary.round_checks import HealthCheckFailed, RoundCheck
 
 
 @pytest.fixture
@@ -20,17 +21,17 @@ def verdicts(monkeypatch) -> Iterator[list[bool]]:
     coming: list[bool] = []
     rounds: list[float] = []
 
-    def check_health(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+    def check_round(release: Release, phase: Phase) -> list[RoundCheck]:
         rounds.append(time.monotonic())
-        return [Verdict(check="scripted", passed=coming.pop(0), detail="as scripted")]
+        return [RoundCheck(check="scripted", passed=coming.pop(0), detail="as scripted")]
 
-    monkeypatch.setattr(health, "check_health", check_health)
+    monkeypatch.setattr(hold_loop, "check_round", check_round)
     yield coming
 
 
-def context(fast_plan, **analysis: object) -> ReleaseContext:
+def context(fast_plan, **analysis: object) -> Release:
     plan = fast_plan(analysis={"interval": 1, **analysis})
-    return ReleaseContext(plan=plan, release_id="r1")
+    return Release(plan=plan, release_id="r1")
 
 
 def step(hold_s: float) -> Phase:
@@ -75,12 +76,12 @@ def test_slow_rounds_keep_the_interval_s_cadence(monkeypatch, fast_plan):
     """A round that takes most of its interval must not push the next ones back."""
     starts: list[float] = []
 
-    def slow_round(ctx: ReleaseContext, phase: Phase) -> list[Verdict]:
+    def slow_round(release: Release, phase: Phase) -> list[RoundCheck]:
         starts.append(time.monotonic())
         time.sleep(0.6)
-        return [Verdict(check="slow", passed=True, detail="slow but healthy")]
+        return [RoundCheck(check="slow", passed=True, detail="slow but healthy")]
 
-    monkeypatch.setattr(health, "check_health", slow_round)
+    monkeypatch.setattr(hold_loop, "check_round", slow_round)
     began = time.monotonic()
     hold(context(fast_plan), step(3))
     offsets = [round(t - began, 2) for t in starts]

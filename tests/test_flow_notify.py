@@ -8,20 +8,12 @@ import time
 
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import ConsoleNotifier, Notifier, Notifiers, current_notifier, notifying
+from tests.support.events import release_event
 
 
 def event(kind: EventKind = EventKind.WEIGHT_CHANGED, **fields: object) -> ReleaseEvent:
-    defaults: dict[str, object] = {
-        "release_id": "r1",
-        "service": "reviews",
-        "namespace": "default",
-        "stable_version": "v1",
-        "canary_version": "v2",
-        "kind": kind,
-        "phase": "step-1",
-        "canary_weight": 20,
-    }
-    return ReleaseEvent(**(defaults | fields))
+    defaults: dict[str, object] = {"phase": "step-1", "canary_weight": 20}
+    return release_event(kind, **(defaults | fields))
 
 
 class Recording:

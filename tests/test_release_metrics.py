@@ -78,9 +78,7 @@ def test_a_release_is_served_and_pushed_as_metrics(
     monkeypatch.setenv("CANARY_PUSHGATEWAY_URL", pushgateway.url)
     promoted, faulty = start_sandbox("healthy"), start_sandbox("faulty")
 
-    result = canary_release(
-        fast_plan(), kubeconfig=promoted.kubeconfig, mesh_url=promoted.sandbox.ingress_url
-    )
+    result = canary_release(fast_plan(), target=promoted.target)
 
     found = scrape(port)
     assert value(found, "canary_release_status") == 1  # promoted
@@ -95,9 +93,7 @@ def test_a_release_is_served_and_pushed_as_metrics(
     assert value(samples(body), "canary_release_status") == 1
 
     with pytest.raises(ReleaseRolledBack):
-        canary_release(
-            fast_plan(), kubeconfig=faulty.kubeconfig, mesh_url=faulty.sandbox.ingress_url
-        )
+        canary_release(fast_plan(), target=faulty.target)
 
     found = scrape(port)
     assert value(found, "canary_release_status") == 2  # rolled back

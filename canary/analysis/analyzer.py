@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -109,12 +109,6 @@ class AnalysisResult:
             }
         )
         return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = None if self.verdict is None else str(self.verdict)
-        data["decision"] = str(self.decision)
-        return data
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from canary.durations import Duration, format_duration
-from canary.models import Model
+from canary.models import Model, field_error
 
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
@@ -236,8 +236,6 @@ def check_analysis(
     metrics: list[MetricCheck], judge: JudgeSpec, threshold: int, max_failures: int | None
 ) -> None:
     """Checks that need the whole analysis section; errors name the field."""
-    from canary.plan import field_error  # the plan module is loaded by the time we validate
-
     if max_failures is not None and max_failures < threshold:
         raise field_error(
             "maxFailures", f"must be at least threshold ({threshold}), or threshold never applies"

@@ -22,14 +22,9 @@ from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from canary.approvals.binding import BindingError, verify_binding
-from canary.approvals.gates import (
-    AlreadyDecided,
-    DecisionError,
-    NotAllowed,
-    decide,
-)
-from canary.notify.slack import APPROVE_ACTION, REJECT_ACTION, group_members, slack_client
+from canary.approvals.decisions import AlreadyDecided, DecisionError, NotAllowed, decide
+from canary.slack.api import group_members, slack_client
+from canary.slack.buttons import APPROVE_ACTION, REJECT_ACTION, BindingError, verify_binding
 
 log = logging.getLogger(__name__)
 

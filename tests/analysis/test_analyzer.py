@@ -52,7 +52,7 @@ def test_a_healthy_canary_continues_and_explains_itself():
     assert rows[0]["value"] == 100.0 and rows[1]["value"] == 50.0
     assert rows[-1]["decision"] == "continue"
     assert len({tuple(r) for r in rows}) == 1  # same columns: one table
-    json.dumps(result.to_dict())
+    json.dumps(rows)  # a table artifact holds them as JSON
 
 
 def test_threshold_failures_in_a_row_roll_back():

@@ -9,9 +9,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from canary.approvals.binding import sign_binding
-from canary.approvals.gates import auto_approve, gate_request
-from canary.notify.slack import SlackNotifier, slack_client
+from canary.approvals.decisions import auto_approve
+from canary.approvals.store import gate_request
+from canary.slack.api import slack_client
+from canary.slack.buttons import sign_binding
+from canary.slack.thread import SlackNotifier
 from tests.approvals.conftest import SIGNING_SECRET
 from tests.approvals.gate_flows import GatedRun
 from tests.support.slack_stub import BOT_TOKEN, SlackStub, block_actions, send_interaction

@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from canary.notify import notifying
-from canary.notify.slack import SlackNotifier, slack_client
 from canary.planner import canary_weight, managed_route_names
+from canary.slack.api import slack_client
+from canary.slack.thread import SlackNotifier
 from flows.canary_release import ReleaseRolledBack
 from sandbox.prometheus import PrometheusServer
 from tests.reliability.helpers import BackgroundRelease, RoutingSampler, assert_all_on_stable

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from canary.lease import LEASE, LEASE_HOLDER, OUTCOME, annotations_of
-from canary.plan_file import plan_from_dict
+from canary.plan import plan_from_dict
 from canary.planner import PHASE_ANNOTATION, RELEASE_ANNOTATION
 from tests.reliability.helpers import WeightSampler, write_plan
 from tests.support.waiting import wait_until

@@ -14,9 +14,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelling
 
-from canary.approvals.gates import request_abort
 from canary.lease import LEASE, OUTCOME, annotations_of
-from canary.plan_file import plan_from_dict
+from canary.plan import plan_from_dict
+from canary.stopping import request_abort
 from tests.reliability.helpers import BackgroundRelease, assert_all_on_stable, write_plan
 from tests.support.waiting import wait_until
 

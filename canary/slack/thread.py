@@ -22,21 +22,13 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
 
-from canary.approvals.binding import binding_key, sign_binding
 from canary.events import EventKind, ReleaseEvent
-from canary.variables import SLACK_THREAD_PREFIX, load, store, var_name
+from canary.prefect_variables import SLACK_THREAD_PREFIX, load, store, var_name
+from canary.slack.api import slack_client_from_env
+from canary.slack.buttons import binding_key, gate_buttons
 
 log = logging.getLogger(__name__)
-
-APPROVE_ACTION = "canary_approve"
-REJECT_ACTION = "canary_reject"
-DEFAULT_API_URL = "https://slack.com/api/"
 
 _ICON = {
     EventKind.PHASE_STARTED: ":arrow_forward:",
@@ -64,49 +56,6 @@ _DECISIONS = {
     EventKind.APPROVAL_REJECTED,
     EventKind.APPROVAL_TIMED_OUT,
 }
-
-
-# --- the Web API client -----------------------------------------------------------------
-
-
-def slack_client(token: str, base_url: str | None = None, *, retries: int = 2) -> WebClient:
-    """A WebClient that retries connection errors, 429s (Retry-After) and 500/503s."""
-    return WebClient(
-        token=token,
-        base_url=_with_slash(base_url or DEFAULT_API_URL),
-        timeout=10,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=1),
-            RateLimitErrorRetryHandler(max_retry_count=retries),
-            ServerErrorRetryHandler(max_retry_count=retries),
-        ],
-    )
-
-
-def slack_client_from_env() -> WebClient | None:
-    """From SLACK_BOT_TOKEN (or the Prefect Secret `slack-bot-token`) and SLACK_API_URL."""
-    token = os.environ.get("SLACK_BOT_TOKEN") or _secret_token()
-    if not token:
-        return None
-    return slack_client(token, os.environ.get("SLACK_API_URL"))
-
-
-def _secret_token() -> str | None:
-    try:
-        from prefect.blocks.system import Secret
-
-        return str(Secret.load("slack-bot-token", _sync=True).get())
-    except Exception:  # no block, or no Prefect API: Slack is simply not configured
-        return None
-
-
-def _with_slash(url: str) -> str:
-    return url if url.endswith("/") else url + "/"
-
-
-def group_members(client: WebClient, group: str) -> list[str]:
-    """User ids in a Slack user group (needs the usergroups:read scope)."""
-    return list(client.usergroups_users_list(usergroup=group).get("users") or [])
 
 
 def slack_notifier_from_env(channel: str) -> SlackNotifier | None:
@@ -155,23 +104,26 @@ class SlackNotifier:
                 # Slack just failed even after retries: skip rather than slow every event.
                 # The parent message catches up with the next event that gets through.
                 _advance(self._thread_of(event), event)
-                log.info("Slack: skipped %s for %s", event.kind.value, event.release_id)
+                log.info("Slack: skipped %s for %s", event.kind.value, event.identity.release_id)
                 return
             try:
                 self._notify(event)
             except Exception as exc:
                 self._quiet_until = time.monotonic() + self.cooldown
                 log.warning(
-                    "Slack: %s for %s not sent: %s", event.kind.value, event.release_id, exc
+                    "Slack: %s for %s not sent: %s",
+                    event.kind.value,
+                    event.identity.release_id,
+                    exc,
                 )
 
     def _thread_of(self, event: ReleaseEvent) -> _Thread:
-        thread = self._threads.get(event.release_id)
+        thread = self._threads.get(event.identity.release_id)
         if thread is None:
-            channel, ts = _saved_thread(event.release_id) or (self.channel, "")
+            channel, ts = _saved_thread(event.identity.release_id) or (self.channel, "")
             # Approval requests an earlier process posted (`requests`) are not known here, so
             # their buttons stay; a click on one is refused, as that run no longer waits.
-            thread = self._threads[event.release_id] = _Thread(channel, ts, run_id=None)
+            thread = self._threads[event.identity.release_id] = _Thread(channel, ts, run_id=None)
         thread.run_id = _current_run_id() or thread.run_id  # a resumed release is a new run
         return thread
 
@@ -203,7 +155,7 @@ class SlackNotifier:
         )
         # chat.update needs the channel id, which Slack returns for a #name.
         thread.channel, thread.ts = response["channel"], response["ts"]
-        _save_thread(event.release_id, thread)
+        _save_thread(event.identity.release_id, thread)
 
     def _update_parent(self, thread: _Thread, event: ReleaseEvent) -> None:
         try:
@@ -214,7 +166,9 @@ class SlackNotifier:
                 blocks=self._parent_blocks(event, thread),
             )
         except SlackApiError as exc:  # the reply still tells the news
-            log.warning("Slack: parent message of %s not updated: %s", event.release_id, exc)
+            log.warning(
+                "Slack: parent message of %s not updated: %s", event.identity.release_id, exc
+            )
 
     def _close_requests(self, thread: _Thread, event: ReleaseEvent) -> None:
         for ts, posted in thread.requests.pop(_gate_of(event) or "", []):
@@ -236,34 +190,26 @@ class SlackNotifier:
         key = binding_key()
         if not (key and thread.run_id):
             return None
-        value = sign_binding(thread.run_id, gate, key)
-        return {
-            "type": "actions",
-            "block_id": f"canary_gate_{gate}",
-            "elements": [
-                _button("Approve", APPROVE_ACTION, value, "primary"),
-                _button("Reject", REJECT_ACTION, value, "danger"),
-            ],
-        }
+        return gate_buttons(thread.run_id, gate, key)
 
     def _parent_blocks(self, event: ReleaseEvent, thread: _Thread) -> list[dict[str, Any]]:
         weight = "-" if thread.weight is None else f"{thread.weight}%"
         fields = [
             f"*Phase*\n{thread.phase or '-'}",
             f"*Status*\n{thread.status}",
-            f"*Canary {event.canary_version}*\n{weight}",
-            f"*Stable {event.stable_version}*\n"
+            f"*Canary {event.identity.canary_version}*\n{weight}",
+            f"*Stable {event.identity.stable_version}*\n"
             + ("-" if thread.weight is None else f"{100 - thread.weight}%"),
         ]
         blocks: list[dict[str, Any]] = [
             _section(
-                f"*Canary release of {event.service}* in `{event.namespace}`: "
-                f"`{event.stable_version}` → `{event.canary_version}`"
+                f"*Canary release of {event.identity.service}* in `{event.identity.namespace}`: "
+                f"`{event.identity.stable_version}` → `{event.identity.canary_version}`"
             ),
             {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
         ]
         link = self._run_link(thread.run_id)
-        notes = [f"release `{event.release_id}`", *([link] if link else [])]
+        notes = [f"release `{event.identity.release_id}`", *([link] if link else [])]
         blocks.append(_context(" · ".join(notes)))
         return blocks
 
@@ -324,10 +270,9 @@ def _reply_text(event: ReleaseEvent) -> str:
 
 
 def _parent_text(event: ReleaseEvent, thread: _Thread) -> str:
-    return (
-        f"Canary release of {event.service} {event.stable_version} -> {event.canary_version}: "
-        f"{thread.phase or '-'}, {thread.status}"
-    )
+    who = event.identity
+    versions = f"{who.service} {who.stable_version} -> {who.canary_version}"
+    return f"Canary release of {versions}: {thread.phase or '-'}, {thread.status}"
 
 
 def _reply_blocks(event: ReleaseEvent, buttons: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -335,7 +280,7 @@ def _reply_blocks(event: ReleaseEvent, buttons: dict[str, Any] | None) -> list[d
     if event.phase:
         headline += f" · `{event.phase}`"
     if event.canary_weight is not None:
-        headline += f" · {event.canary_version} at {event.canary_weight}%"
+        headline += f" · {event.identity.canary_version} at {event.canary_weight}%"
     blocks = [_section(headline + (f"\n{event.message}" if event.message else ""))]
     if buttons is not None:
         blocks.append(buttons)
@@ -351,16 +296,6 @@ def _section(text: str) -> dict[str, Any]:
 
 def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
-
-
-def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:
-    return {
-        "type": "button",
-        "text": {"type": "plain_text", "text": label},
-        "action_id": action_id,
-        "value": value,
-        "style": style,
-    }
 
 
 def _current_run_id() -> str | None:

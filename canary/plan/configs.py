@@ -1,8 +1,8 @@
-"""The plan a deployment run releases: inline, or a file in the configs directory.
+"""The plans operators put in place: files in the configs directory.
 
-Runs are started from a form: only plans the operators put in place may be read. The
-deployment's flow (flows/deployed.py) builds its plan here, and so do the state hooks
-(tasks/recovery.py) that rebuild it from the run's parameters in another process.
+Runs started from a form may name only these (or give the plan inline). The deployment's
+flow builds its plan here, and so do the state hooks that rebuild it from a run's
+parameters in another process, so both build the same release.
 """
 
 from __future__ import annotations
@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from canary.pending import with_canary
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, Problem, load_plan
+from canary.plan.loading import PlanError, Problem, load_plan
+from canary.plan.model import ReleasePlan
+from canary.plan.versions import with_canary
 
 CONFIGS_ENV = "CANARY_CONFIGS_DIR"
+PLAN_SUFFIXES = (".yaml", ".yml")
 
 
 def configs_dir() -> Path:
     return Path(os.environ.get(CONFIGS_ENV, "configs")).resolve()
+
+
+def plan_files(directory: Path) -> list[Path]:
+    """The plan files of a directory, by name."""
+    return sorted(p for p in directory.iterdir() if p.suffix in PLAN_SUFFIXES)
 
 
 def resolve_plan(plan: str | ReleasePlan) -> ReleasePlan:

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from canary.plan import FIELD_MARK, ReleasePlan
+from canary.errors import BadInput
+from canary.models import FIELD_MARK
+from canary.plan.model import ReleasePlan
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Problem:
         return f"{self.source}:{self.line}: {where}{self.message}"
 
 
-class PlanError(Exception):
+class PlanError(BadInput):
     """A plan that cannot be used; carries one Problem per fault."""
 
     def __init__(self, problems: list[Problem]):

@@ -1,8 +1,9 @@
-"""Signed button values: which paused run and which gate a Slack button decides.
+"""The approval buttons, and their signed values: which paused run and gate a click decides.
 
 A button's `value` travels through Slack and comes back in the click; anyone who can
 edit the payload could point it at another run. The value therefore carries an HMAC over
-(run id, gate key), and the listener refuses values whose MAC does not match.
+(run id, gate key), and the listener (canary.approvals.listener) refuses values whose MAC
+does not match.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Any
+
+APPROVE_ACTION = "canary_approve"
+REJECT_ACTION = "canary_reject"
 
 _VERSION = "c1"
 _SEP = "|"
@@ -51,3 +56,26 @@ def _mac(run_id: str, gate: str, key: str) -> str:
     # Domain-separated so the same secret never signs anything Slack-shaped.
     message = f"canary-approval-binding\n{run_id}\n{gate}".encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def gate_buttons(run_id: str, gate: str, key: str) -> dict[str, Any]:
+    """The Approve/Reject actions block of a gate's approval request."""
+    value = sign_binding(run_id, gate, key)
+    return {
+        "type": "actions",
+        "block_id": f"canary_gate_{gate}",
+        "elements": [
+            _button("Approve", APPROVE_ACTION, value, "primary"),
+            _button("Reject", REJECT_ACTION, value, "danger"),
+        ],
+    }
+
+
+def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": value,
+        "style": style,
+    }

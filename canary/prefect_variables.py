@@ -1,8 +1,9 @@
 """Release state that must outlive a process, in Prefect Variables.
 
 A release resumed by another process (its worker crashed) finds here what the first one
-decided or posted: gate requests and decisions (`canary.approvals.gates`), the Slack
-thread (`canary.notify.slack`). Prefect is imported lazily: importing this is free.
+decided or posted: gate requests and decisions (`canary.approvals.store`), the Slack
+thread (`canary.slack.thread`), an abort request (`canary.stopping`). Prefect is imported
+lazily: importing this is free.
 
 They outlive the release too (a late Slack click must still read "already decided", a
 resumed release find its decisions): as each release ends, `prune_quietly` drops those

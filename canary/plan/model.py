@@ -19,20 +19,12 @@ from pydantic import (
 from canary.analysis.spec import JudgeSpec, MetricCheck, NoDataSpec, PrometheusSpec, check_analysis
 from canary.approvals.spec import Gate, Notifications, gate_problems
 from canary.durations import Duration
-from canary.models import Model
+from canary.models import Model, field_error
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
-
-FIELD_MARK = "\u00a7"
-
-
-def field_error(path: str, message: str) -> ValueError:
-    """A cross-field error that names the field it is about, relative to the model."""
-    return ValueError(f"{FIELD_MARK}{path}{FIELD_MARK}{message}")
 
 
 def _dns_label(value: str) -> str:

@@ -7,8 +7,8 @@ both go through `with_canary`, which checks the result like a plan file.
 
 from __future__ import annotations
 
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, Problem, plan_from_dict
+from canary.plan.loading import PlanError, Problem, plan_from_dict
+from canary.plan.model import ReleasePlan
 
 
 def with_canary(
