@@ -1,20 +1,31 @@
 """Deciding a gate from outside its run: the Slack listener, `canary approve|reject`, the demo.
 
-A decision is judged (the approvers' rules, four-eyes) before the paused run is resumed
-with it; the run accepts it because it is recorded as verified first.
+A decision is judged (the approvers' rules, four-eyes), then claims the pause (canary.
+approvals.store: the first claim wins, so two people clicking at once get one decision),
+then resumes the run with it. The run accepts a claimed decision as judged, and it alone
+writes how the gate ended: the record, the release's events and the Slack thread all
+come from there.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, Literal
+from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from canary.approvals.pause import ApprovalInput, paused_gate
-from canary.approvals.policy import Members, refusal
-from canary.approvals.store import GateRequest, Verified, gate_request, save_request
+from canary.approvals.policy import Members, needs_another_approval, refusal
+from canary.approvals.store import (
+    Claim,
+    ClaimTaken,
+    GateRequest,
+    claim_pause,
+    gate_request,
+    pause_claim,
+    release_claim,
+)
 from canary.errors import BadInput
 from canary.prefect_runs import NoSuchRun, run_state
 
@@ -31,6 +42,22 @@ class NotAllowed(DecisionError):
     pass
 
 
+class Decided(BaseModel):
+    """A decision that resumed its run."""
+
+    run_id: str
+    gate: str
+    title: str
+    claim: Claim
+    # Four-eyes without a known initiator: this was the first of two approvals.
+    first_of_two: bool = False
+
+    @property
+    def status(self) -> str:
+        done = "approved" if self.claim.decision == "approve" else "rejected"
+        return f"{done} (1 of 2)" if self.first_of_two else done
+
+
 def decide(
     run_id: str,
     decision: Literal["approve", "reject"],
@@ -40,16 +67,36 @@ def decide(
     reason: str = "",
     members: Members | None = None,
     check: bool = True,
-) -> GateRequest:
+) -> Decided:
     """Resume a run paused at a gate with a decision, after judging who takes it.
 
-    `check=False` skips the approver rules (the demo's automatic approvals); the flow
-    accepts the decision because it is recorded as verified before the run resumes.
+    `check=False` skips the approver rules (the demo's automatic approvals).
     """
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError
-    from prefect.flow_runs import resume_flow_run
-
     run_input = _input(decision, who, reason)
+    request = _waiting_request(run_id, gate)
+    why = refusal(request, who, decision, members) if check else None
+    if why:
+        raise NotAllowed(why)
+    claim = Claim(approver=who, decision=decision, reason=reason)
+    try:
+        claim_pause(run_id, request.pause_key, claim)
+    except ClaimTaken as taken:
+        raise AlreadyDecided(_first(request, taken.claim)) from None
+    if not _resume(run_id, run_input):
+        release_claim(run_id, request.pause_key)
+        raise AlreadyDecided(f"{request.title} was decided meanwhile, in the Prefect UI")
+    first_of_two = decision == "approve" and needs_another_approval(request, who)
+    return Decided(
+        run_id=run_id,
+        gate=request.gate,
+        title=request.title,
+        claim=claim,
+        first_of_two=first_of_two,
+    )
+
+
+def _waiting_request(run_id: str, gate: str | None) -> GateRequest:
+    """The request of the gate the run waits at now; DecisionError when it waits at none."""
     state = flow_run_state(run_id)
     at = paused_gate(state)
     request = gate_request(run_id, gate or at or "")
@@ -57,31 +104,35 @@ def decide(
         raise DecisionError(f"run {run_id} has no gate {gate or ''}".rstrip())
     if request.status != "waiting":
         raise AlreadyDecided(describe_decision(request))
+    claim = pause_claim(run_id, request.pause_key)
+    if claim is not None:  # decided a moment ago; the run has not written it down yet
+        raise AlreadyDecided(_first(request, claim))
     if at != request.gate or state.state_details.pause_key != request.pause_key:
         now = state.name if state is not None else "no state"
         raise DecisionError(f"run {run_id} is not waiting at {request.title} ({now})")
-    why = refusal(request, who, decision, members) if check else None
-    if why:
-        raise NotAllowed(why)
-    verified = Verified(approver=who, decision=decision)
-    save_request(request.model_copy(update={"verified": verified}))
-    try:
-        resume_flow_run(run_id, run_input=run_input.model_dump(), _sync=True)
-    except (NotPausedError, FlowPauseTimeout) as exc:
-        raise AlreadyDecided(f"{request.title} is already decided ({exc})") from None
-    except RuntimeError as exc:
-        raise DecisionError(f"cannot resume run {run_id}: {exc}") from None
-    decided = request.model_copy(
-        update={
-            "status": "approved" if decision == "approve" else "rejected",
-            "decided_by": who,
-            "reason": reason,
-            "decided_at": datetime.now(UTC),
-            "verified": verified,
-        }
-    )
-    save_request(decided)
-    return decided
+    return request
+
+
+def _resume(run_id: str, run_input: ApprovalInput) -> bool:
+    """Resume the run with the decision; False when it was no longer paused."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(UUID(run_id), run_input=run_input.model_dump())
+    if result.status is SetStateStatus.ACCEPT:
+        return True
+    if result.status is SetStateStatus.ABORT:  # resumed, cancelled or timed out meanwhile
+        return False
+    if result.state is not None and result.state.is_failed():
+        raise AlreadyDecided(f"run {run_id} can no longer be resumed ({result.state.name})")
+    reason = result.details.reason if result.details else result.status.value
+    raise DecisionError(f"cannot resume run {run_id}: {reason}")
+
+
+def _first(request: GateRequest, claim: Claim) -> str:
+    done = "approved" if claim.decision == "approve" else "rejected"
+    return f"{request.title} was already {done} by {claim.approver} at {claim.at:%H:%M:%S} UTC"
 
 
 def _input(decision: str, who: str, reason: str) -> ApprovalInput:
@@ -104,7 +155,7 @@ def describe_decision(request: GateRequest) -> str:
 
 def auto_approve(
     run_id: str, gate: str | None = None, who: str = "demo", timeout: float = 60.0
-) -> GateRequest:
+) -> Decided:
     """Wait until the run pauses at `gate` (any gate if None), then approve it as `who`."""
     deadline = time.monotonic() + timeout
     while True:

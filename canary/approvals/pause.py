@@ -20,12 +20,14 @@ import httpx
 from prefect.input import RunInput
 from pydantic import Field
 
-from canary.approvals.policy import Members, refusal, slack_members
+from canary.approvals.form import form_description
+from canary.approvals.policy import Members, needs_another_approval, refusal, slack_members
 from canary.approvals.spec import Gate
 from canary.approvals.store import (
     GateOutcome,
     GateRequest,
     gate_request,
+    pause_claim,
     record_decision,
     recorded_decision,
     save_request,
@@ -154,30 +156,34 @@ _EVENT_OF = {
 
 
 def _run_gate(asking: _Asking, run_id: str, members: Members) -> GateOutcome:
+    """Ask until the gate is decided; the run writes how it ended, and nobody else does."""
     gate = asking.gate
     request = _open_request(asking, run_id)
     asking.tell(EventKind.APPROVAL_REQUESTED, _waiting_text(gate))
     while True:
         if abort_requested(run_id):
             return _close(request, _aborted(gate, run_id))
-        answer = _pause(request)
+        answer = _pause(
+            request, form_description(gate, request, asking.release, asking.canary_weight)
+        )
         if answer is None:
             return _close(request, _timed_out(gate))
         if answer == "cancelled":
             return _close(request, _cancelled(gate))
         if answer == "aborted" or abort_requested(run_id):
             return _close(request, _aborted(gate, run_id))
-        current = gate_request(run_id, gate.key) or request
-        why = (
-            None
-            if _verified(current, answer)
-            else refusal(current, answer.approver, answer.decision, members)
-        )
-        if why is None:
-            return _close(current, _decided(gate, answer))
-        run_logger(log).warning("%s: refused a decision: %s; waiting again", gate.title, why)
-        request = _reopen(current, why)
-        asking.tell(EventKind.APPROVAL_REQUESTED, f"refused: {why}; still waiting")
+        who = answer.approver.strip()
+        why = None if _claimed(request, answer) else refusal(request, who, answer.decision, members)
+        if why is not None:
+            run_logger(log).warning("%s: refused a decision: %s; waiting again", gate.title, why)
+            request = _reopen(request, f"refused: {why}")
+            asking.tell(EventKind.APPROVAL_REQUESTED, f"refused: {why}; still waiting")
+        elif answer.decision == "approve" and needs_another_approval(request, who):
+            note = f"approved by {who} (1 of 2): four-eyes needs a second, different approver"
+            request = _reopen(request, note, approved_by=[*request.approved_by, who])
+            asking.tell(EventKind.APPROVAL_REQUESTED, f"{note}; still waiting")
+        else:
+            return _close(request, _decided(gate, answer, request.approved_by))
 
 
 def _open_request(asking: _Asking, run_id: str) -> GateRequest:
@@ -201,7 +207,7 @@ def _open_request(asking: _Asking, run_id: str) -> GateRequest:
     return request
 
 
-def _reopen(request: GateRequest, why: str) -> GateRequest:
+def _reopen(request: GateRequest, note: str, approved_by: list[str] | None = None) -> GateRequest:
     attempt = request.attempt + 1
     reopened = request.model_copy(
         update={
@@ -210,15 +216,15 @@ def _reopen(request: GateRequest, why: str) -> GateRequest:
             "status": "waiting",
             "decided_by": None,
             "decided_at": None,
-            "verified": None,
-            "note": why,
+            "approved_by": request.approved_by if approved_by is None else approved_by,
+            "note": note,
         }
     )
     save_request(reopened)
     return reopened
 
 
-def _pause(request: GateRequest) -> ApprovalInput | Interrupted | None:
+def _pause(request: GateRequest, description: str) -> ApprovalInput | Interrupted | None:
     """The input the run was resumed with; None when the gate timed out.
 
     Prefect's `pause_flow_run` waits through a cancellation until its timeout; this wait
@@ -228,14 +234,18 @@ def _pause(request: GateRequest) -> ApprovalInput | Interrupted | None:
     remaining = (request.deadline - datetime.now(UTC)).total_seconds()
     if remaining <= 0:
         return None
-    keyset = _enter_pause(request, max(1, math.ceil(remaining)))
+    keyset = _enter_pause(request, max(1, math.ceil(remaining)), description)
     if keyset is None:
         return "cancelled"
     return _wait_for_answer(request, keyset, time.monotonic() + remaining)
 
 
-def _enter_pause(request: GateRequest, timeout: int) -> dict[str, str] | None:
-    """Pause the run with the decision form; None if it is being cancelled already."""
+def _enter_pause(request: GateRequest, timeout: int, description: str) -> dict[str, str] | None:
+    """Pause the run with the decision form; None if it is being cancelled already.
+
+    The form's description (markdown, shown above it in the Prefect UI) says what is
+    being decided, by whom, until when, and why the gate asks again.
+    """
     from prefect.client.orchestration import get_client
     from prefect.input import keyset_from_paused_state
     from prefect.states import Paused
@@ -249,7 +259,8 @@ def _enter_pause(request: GateRequest, timeout: int) -> dict[str, str] | None:
         return None
     if state is None or not state.is_paused():
         raise RuntimeError(f"{request.title}: the run cannot be paused ({state})")
-    ApprovalInput.save(keyset, flow_run_id=UUID(request.run_id))  # the UI's form
+    form = ApprovalInput.with_initial_data(description=description)
+    form.save(keyset, flow_run_id=UUID(request.run_id))  # the UI's form
     run_logger(log).info("%s: paused until a decision, at most %ss", request.title, timeout)
     return keyset
 
@@ -284,9 +295,13 @@ def _answer(keyset: dict[str, str], run_id: str) -> ApprovalInput:
         return ApprovalInput(decision="reject", approver="", reason="resumed without a decision")
 
 
-def _verified(request: GateRequest, answer: ApprovalInput) -> bool:
-    v = request.verified
-    return v is not None and (v.approver, v.decision) == (answer.approver, answer.decision)
+def _claimed(request: GateRequest, answer: ApprovalInput) -> bool:
+    """Whether the answer is the decision the listener or the CLI judged and claimed."""
+    claim = pause_claim(request.run_id, request.pause_key)
+    return claim is not None and (claim.approver, claim.decision) == (
+        answer.approver,
+        answer.decision,
+    )
 
 
 def _close(request: GateRequest, outcome: GateOutcome) -> GateOutcome:
@@ -320,10 +335,11 @@ def _resume_after_timeout(run_id: str, message: str) -> None:
             client.set_flow_run_state(run_id, Running(message=message), force=True)
 
 
-def _decided(gate: Gate, answer: ApprovalInput) -> GateOutcome:
+def _decided(gate: Gate, answer: ApprovalInput, approved_before: list[str]) -> GateOutcome:
     who, reason = answer.approver.strip(), answer.reason.strip()
     if answer.decision == "approve":
-        message = f"{gate.title} approved by {who}" + (f": {reason}" if reason else "")
+        everyone = " and ".join([*approved_before, who])
+        message = f"{gate.title} approved by {everyone}" + (f": {reason}" if reason else "")
         return GateOutcome(
             gate=gate.key,
             decision="approved",

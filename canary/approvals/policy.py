@@ -1,4 +1,9 @@
-"""Who may decide a gate: its approvers (users, Slack user groups, anyone) and four-eyes."""
+"""Who may decide a gate: its approvers (users, Slack user groups, anyone) and four-eyes.
+
+Four-eyes means one person alone never passes the gate. When the release knows who
+started it (its initiator), someone else must approve; when it does not (a run started
+without one, the release train), two different approvers must approve.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,11 @@ def refusal(request: GateRequest, who: str, decision: str, members: Members | No
     who = who.strip()
     if not who:
         return "the approver is not named"
-    if request.four_eyes and decision == "approve" and who == request.initiator:
-        return f"{who} started this release; four-eyes needs someone else to approve"
+    if request.four_eyes and decision == "approve":
+        if who == request.initiator:
+            return f"{who} started this release; four-eyes needs someone else to approve"
+        if who in request.approved_by:
+            return f"{who} approved already; four-eyes needs a second, different approver"
     if request.approvers.anyone or who in request.approvers.users:
         return None
     for group in request.approvers.groups:
@@ -31,6 +39,13 @@ def refusal(request: GateRequest, who: str, decision: str, members: Members | No
         except Exception as exc:  # a Slack outage must not approve anything
             log.warning("cannot read members of %s: %s", group, exc)
     return f"{who} is not an approver of {request.title}"
+
+
+def needs_another_approval(request: GateRequest, who: str) -> bool:
+    """Whether `who`'s approval leaves a four-eyes gate waiting for a second approver."""
+    if not request.four_eyes or request.initiator:
+        return False
+    return len({*request.approved_by, who}) < 2
 
 
 def slack_members() -> Members:
