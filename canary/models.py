@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -15,9 +18,29 @@ def field_error(path: str, message: str) -> ValueError:
     return ValueError(f"{FIELD_MARK}{path}{FIELD_MARK}{message}")
 
 
+def field_title(name: str, info: Any = None) -> str:
+    """A form label from a field's name: `canary_action` -> "Canary action"."""
+    return name.replace("_", " ").strip().capitalize()
+
+
+def model_title(model: type) -> str:
+    """A form section's label from a model's name: `NoDataSpec` -> "No data"."""
+    words = re.findall(r"[A-Z][a-z0-9]*", model.__name__.removesuffix("Spec"))
+    return " ".join(words).capitalize() or model.__name__
+
+
 class Model(BaseModel):
-    """Strict camelCase models: unknown fields are errors, not silently ignored."""
+    """Strict camelCase models: unknown fields are errors, not silently ignored.
+
+    Their JSON schema (the Prefect UI's forms) labels every field and section in words,
+    whatever the camelCase alias.
+    """
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        field_title_generator=field_title,
+        model_title_generator=model_title,
     )

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from canary.errors import CanaryError
 from canary.plan import PlanError, Problem, ReleasePlan, load_plan
-from canary.plan.configs import plan_files, plan_to_release
+from canary.plan.configs import plan_files, plan_names, plan_to_release
 from canary.plan.versions import pending_release
 from canary.release import ReleaseResult, ReleaseTarget
 from flows.canary_release import canary_release
@@ -34,11 +35,32 @@ from flows.canary_release import canary_release
 DEPLOYMENT = "canary-release/canary-release"
 FIRST_LOCK_TRY_S = 1.0
 
-# What the parameter form checks before a run is created (Kubernetes label values).
+# What the parameter form checks before a run is created: the API server refuses a run
+# whose parameters do not fit (enforce_parameter_schema in deploy/prefect.yaml).
+
+
+def _plan_file() -> Any:
+    """The plan files in the configs directory when the deployment is registered.
+
+    A choice in the form, so a mistyped name is refused when the run is created; a file
+    added later is offered once the deployment is registered again.
+    """
+    names = tuple(plan_names())
+    return Literal[names] if names else str
+
+
+PlanFile = Annotated[_plan_file(), Field(title="Plan file")]
 Version = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", max_length=63)
+    str,
+    Field(
+        title="Version",
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        max_length=63,
+    ),
 ]
-Seconds = Annotated[float, Field(ge=0, le=86_400)]
+Image = Annotated[str, Field(title="Image", min_length=1, max_length=512)]
+Text = Annotated[str, Field(min_length=1, max_length=1024)]
+Seconds = Annotated[float, Field(title="Lock timeout (s)", ge=0, le=86_400)]
 
 
 class ReleaseLocked(CanaryError):
@@ -53,29 +75,30 @@ class ReleaseLocked(CanaryError):
     on_crashed=canary_release.on_crashed_hooks,
 )
 def release(
-    plan: str | ReleasePlan,
+    plan: Annotated[PlanFile | ReleasePlan, Field(title="Plan")],
     version: Version | None = None,
-    image: str | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    mesh_url: str | None = None,
-    initiator: str | None = None,
+    image: Image | None = None,
+    kubeconfig: Annotated[Text | None, Field(title="Kubeconfig")] = None,
+    context: Annotated[Text | None, Field(title="Kubeconfig context")] = None,
+    mesh_url: Annotated[Text | None, Field(title="Mesh URL")] = None,
+    initiator: Annotated[Text | None, Field(title="Initiator (your Slack id)")] = None,
     lock_timeout: Seconds = 3600.0,
 ) -> ReleaseResult | None:
     """Canary release of one service, phase by phase; any failure rolls back.
 
     Args:
-        plan: A plan file under the configs directory (e.g. configs/bookinfo-reviews.yaml),
-            or the plan itself.
+        plan: A plan file of the configs directory, or a plan written here.
         version: Release this version instead of the plan's canary.version.
         image: The image of that version (required with a new version, unless the plan's
             canary is a manifest).
         kubeconfig: Path of a kubeconfig; default $KUBECONFIG, else the in-cluster account.
         context: The kubeconfig context to use.
         mesh_url: Where the test phase sends its checks (default: the plan's tests.baseUrl).
-        initiator: Slack id of whoever started the release, for four-eyes gates.
+        initiator: Your Slack member id (U...). With it, a fourEyes gate needs someone else
+            to approve; left empty, it needs two different approvers.
         lock_timeout: Seconds to wait while another release of the service runs.
     """
+    _warn_unset_job_variables()
     chosen = plan_to_release(plan, version, image)
     target = ReleaseTarget(kubeconfig=kubeconfig, kube_context=context, mesh_url=mesh_url)
     with release_lock(chosen, lock_timeout):
@@ -87,6 +110,18 @@ def release(
             )
             return None
         return canary_release.fn(chosen, target, initiator=initiator)
+
+
+def _warn_unset_job_variables() -> None:
+    """A job variable `prefect deploy` found unset reaches the run as its `{{ $NAME }}`."""
+    for name, value in sorted(os.environ.items()):
+        if value.startswith("{{ $") and value.endswith("}}"):
+            get_run_logger().warning(
+                "%s is %r: set it in the environment of `prefect deploy` "
+                "(deploy/prefect.yaml reads it from there)",
+                name,
+                value,
+            )
 
 
 # --- one release per service at a time ----------------------------------------------------

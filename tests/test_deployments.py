@@ -25,7 +25,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from canary.planner import canary_weight
 from flows.deployed import ReleaseLocked, ensure_lock, lock_name, release
-from tests.conftest import REPO
+from tests.conftest import REPO, _fast_plan_data
 from tests.support.waiting import wait_until
 
 POOL = "canary"
@@ -36,8 +36,19 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The worker's configs directory: plan files a run may name."""
-    return tmp_path_factory.mktemp("worker-configs")
+    """The worker's configs directory: plan files a run may name (the form offers them)."""
+    directory = tmp_path_factory.mktemp("worker-configs")
+    (directory / "reviews.yaml").write_text(yaml.safe_dump(_fast_plan_data()))
+    return directory
+
+
+# What deploy/prefect.yaml's job variables read from the environment of `prefect deploy`.
+JOB_ENV = {
+    "CANARY_IMAGE": "canary-release:test",
+    "PROMETHEUS_URL": "",
+    "PREFECT_UI_URL": "",
+    "CANARY_PUSHGATEWAY_URL": "",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +67,7 @@ def deployed(prefect_api_url: str, configs: Path) -> Iterator[dict[str, str]]:
     done = subprocess.run(
         [*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deploy/prefect.yaml"],
         cwd=REPO,
-        env=env,
+        env=env | JOB_ENV | {"CANARY_CONFIGS_DIR": str(configs)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -157,7 +168,9 @@ def test_the_form_is_typed_from_the_plan_model(deployed):
     assert found.enforce_parameter_schema is True
     schema = found.parameter_openapi_schema
     plan = schema["properties"]["plan"]
-    assert {"type": "string"} in plan["anyOf"]
+    files = next(choice for choice in plan["anyOf"] if choice.get("title") == "Plan file")
+    assert files.get("enum", [files.get("const")]) == ["reviews.yaml"]
+    assert {"$ref": "#/definitions/ReleasePlan"} in plan["anyOf"]
     assert "configs directory" in plan["description"]
     definitions = schema["definitions"]
     cleanup = definitions["CleanupSpec"]["properties"]["action"]
@@ -192,9 +205,11 @@ def test_a_plan_violating_the_schema_is_refused(deployed, plan_data, change, wha
 
 def test_parameters_violating_the_schema_are_refused(deployed):
     for parameters in (
-        {"plan": "p.yaml", "version": "not a label!"},
-        {"plan": "p.yaml", "lock_timeout": -1},
+        {"plan": "reviews.yaml", "version": "not a label!"},
+        {"plan": "reviews.yaml", "lock_timeout": -1},
         {"plan": 42},
+        {"plan": "review.yaml"},  # not a plan file of the configs directory
+        {"plan": "configs/reviews.yaml"},
     ):
         with pytest.raises(PrefectHTTPStatusError) as refused:
             create_run(RELEASE, parameters)
@@ -208,7 +223,6 @@ def test_a_run_waits_for_the_service_lock_then_releases(
     deployed, configs, start_sandbox, plan_data
 ):
     box = start_sandbox("healthy")
-    (configs / "reviews.yaml").write_text(yaml.safe_dump(plan_data()))
     name = lock_name(release_plan(plan_data()))
     ensure_lock(name)
 

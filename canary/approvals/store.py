@@ -1,13 +1,13 @@
 """Gate state that must outlive a process, in Prefect Variables and flow run inputs.
 
-  canary-gate-<run id>-<gate>       the open request (approvers, initiator, status), read by
-                                    the listener and the CLI to judge a decision; the run
-                                    writes how it ended;
-  canary-decision-<release>-<gate>  the decision, so a resumed release does not ask again;
-  claim-<pause key> (a flow run input of the paused run)
-                                    who decided this pause from outside the run. The API
-                                    server keeps one input per key: the first decision to
-                                    claim a pause wins, a second is told who was first.
+canary-gate-<run id>-<gate>       the open request (approvers, initiator, status), read by
+                                  the listener and the CLI to judge a decision; the run
+                                  writes how it ended;
+canary-decision-<release>-<gate>  the decision, so a resumed release does not ask again;
+claim-<pause key> (a flow run input of the paused run)
+                                  who decided this pause from outside the run. The API
+                                  server keeps one input per key: the first decision to
+                                  claim a pause wins, a second is told who was first.
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ def plan_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in PLAN_SUFFIXES)
 
 
+def plan_names() -> list[str]:
+    """The plan files in the configs directory, named as a run names them; none if absent."""
+    root = configs_dir()
+    return [p.name for p in plan_files(root)] if root.is_dir() else []
+
+
 def resolve_plan(plan: str | ReleasePlan) -> ReleasePlan:
     """The plan given inline, or read from a file that must lie in the configs directory."""
     if isinstance(plan, ReleasePlan):

@@ -102,14 +102,14 @@ class HttpMatch(Model):
 
 class StableSpec(Model):
     version: LabelValue
-    deployment: Name | None = Field(None, description="Defaults to <service>-<version>.")
+    deployment: Name | None = Field(None, description="Default: SERVICE-VERSION, e.g. reviews-v1.")
 
 
 class CanarySpec(Model):
     version: LabelValue
     image: str | None = Field(None, description="Clone the stable Deployment with this image.")
     manifest: dict[str, Any] | None = Field(None, description="A full Deployment manifest.")
-    deployment: Name | None = Field(None, description="Defaults to <service>-<version>.")
+    deployment: Name | None = Field(None, description="Default: SERVICE-VERSION, e.g. reviews-v2.")
 
     @model_validator(mode="after")
     def _image_or_manifest(self) -> CanarySpec:
@@ -166,7 +166,8 @@ class TestsSpec(Model):
         "x-canary-test", description="Requests with this header set to the run id reach the canary."
     )
     base_url: str | None = Field(
-        None, description="Where checks are sent; default http://<host>.<namespace>.svc:<port>."
+        None,
+        description="Where checks are sent; default: the service in the cluster, on port.",
     )
     port: int = Field(80, ge=1, le=65535)
     checks: list[HttpCheck] = Field(default_factory=list)

@@ -32,18 +32,19 @@ def slack_client(token: str, base_url: str | None = None, *, retries: int = 2) -
 
 def slack_client_from_env() -> WebClient | None:
     """From SLACK_BOT_TOKEN (or the Prefect Secret `slack-bot-token`) and SLACK_API_URL."""
-    token = os.environ.get(TOKEN_ENV) or _secret_token()
+    token = os.environ.get(TOKEN_ENV) or secret_value(TOKEN_SECRET_BLOCK)
     if not token:
         return None
     return slack_client(token, os.environ.get("SLACK_API_URL"))
 
 
-def _secret_token() -> str | None:
+def secret_value(block: str) -> str | None:
+    """The value of a Prefect Secret block; None without the block or the Prefect API."""
     try:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(TOKEN_SECRET_BLOCK, _sync=True).get())
-    except Exception:  # no block, or no Prefect API: Slack is simply not configured
+        return str(Secret.load(block, _sync=True).get())
+    except Exception:  # Slack is simply not configured
         return None
 
 

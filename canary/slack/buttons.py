@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from canary.slack.api import secret_value
+
 APPROVE_ACTION = "canary_approve"
 REJECT_ACTION = "canary_reject"
 
@@ -31,9 +33,14 @@ class Binding:
     gate: str
 
 
+SIGNING_SECRET_BLOCK = "slack-signing-secret"  # a Prefect Secret block, when the env has none
+
+
 def binding_key() -> str | None:
-    """The MAC key: CANARY_BINDING_KEY if set, else the Slack signing secret."""
-    return os.environ.get("CANARY_BINDING_KEY") or os.environ.get("SLACK_SIGNING_SECRET")
+    """The MAC key: CANARY_BINDING_KEY if set, else the Slack signing secret (from the
+    environment, or the Prefect Secret block `slack-signing-secret`)."""
+    key = os.environ.get("CANARY_BINDING_KEY") or os.environ.get("SLACK_SIGNING_SECRET")
+    return key or secret_value(SIGNING_SECRET_BLOCK)
 
 
 def sign_binding(run_id: str, gate: str, key: str) -> str:

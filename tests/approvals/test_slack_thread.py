@@ -147,7 +147,7 @@ def test_the_notifier_never_raises_and_catches_up_after_an_outage(stub, notifier
 
 def test_without_slack_configured_nothing_is_sent(monkeypatch):
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
-    monkeypatch.setattr("canary.slack.api._secret_token", lambda: None)
+    monkeypatch.setattr("canary.slack.api.secret_value", lambda block: None)
     assert slack_notifier_from_env("#releases") is None
 
 
