@@ -36,6 +36,10 @@ class ClusterConfigError(BadInput):
     """No usable cluster configuration (kubeconfig unreadable, context unknown...)."""
 
 
+class ClusterUnreachable(BadInput):
+    """The API server did not answer before anything was changed."""
+
+
 class ReadinessTimeout(CanaryError):
     """A Deployment did not become ready before its deadline."""
 
@@ -48,6 +52,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in TRANSIENT_STATUSES or not exc.status
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | socket.timeout)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A connection that failed or timed out (not an answer from the API server)."""
+    return not isinstance(exc, ApiException) and is_transient(exc)
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -175,9 +184,24 @@ class Cluster:
         self.namespace = namespace
         self.retry_timeout = retry_timeout
         self._apps = k8s.AppsV1Api(api)
+        self._core = k8s.CoreV1Api(api)
 
     def get_deployment(self, name: str) -> dict[str, Any] | None:
         return self._retry(f"read Deployment {name}", lambda: self._read(name))
+
+    def get_service(self, name: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                response = self._core.read_namespaced_service(
+                    name, self.namespace, **self._call_options()
+                )
+            except ApiException as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            return self._json(response)
+
+        return self._retry(f"read Service {name}", read)
 
     def apply_deployment(
         self,

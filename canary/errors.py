@@ -42,12 +42,17 @@ def reason_of(exc: BaseException) -> str:
 def describe(exc: BaseException) -> str:
     """A one-line description of any error, API and connection errors in their own words."""
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        MaxRetryError,
+        NewConnectionError,
+        ReadTimeoutError,
+    )
 
     if isinstance(exc, ApiException):
         message = _api_message(exc)
         return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
-    if isinstance(exc, MaxRetryError | NewConnectionError):
+    if isinstance(exc, MaxRetryError | NewConnectionError | ReadTimeoutError | ConnectTimeoutError):
         return _unreachable(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -55,12 +60,28 @@ def describe(exc: BaseException) -> str:
 
 def _unreachable(exc: Exception) -> str:
     """'cannot reach the API server at HOST:PORT: connection refused', not urllib3's repr."""
+    from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+
     pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)
     host, port = getattr(pool, "host", None), getattr(pool, "port", None)
     where = f" at {host}:{port}" if host else ""
-    cause = str(getattr(exc, "reason", None) or exc)
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, ReadTimeoutError):
+        return f"the API server{where} did not answer in time ({_timeout_of(reason)})"
+    if isinstance(reason, ConnectTimeoutError):
+        return f"cannot reach the API server{where}: connecting timed out"
+    cause = str(reason)
     detail = cause.rsplit("] ", 1)[-1] if "] " in cause else cause.rsplit(": ", 1)[-1]
     return f"cannot reach the API server{where}: {detail.strip().rstrip(')').lower()}"
+
+
+def _timeout_of(reason: Exception) -> str:
+    """'read timeout 15s' from urllib3's '... (read timeout=15.0)'."""
+    text = str(reason)
+    if "timeout=" not in text:
+        return "timed out"
+    seconds = text.rsplit("timeout=", 1)[1].rstrip(")").strip()
+    return f"read timeout {seconds.removesuffix('.0')}s"
 
 
 def _api_message(exc: Exception) -> str:

@@ -35,3 +35,13 @@ class ReleaseIdentity(BaseModel):
     def versions(self) -> str:
         """`reviews v1->v2`: how lines and titles name the release."""
         return f"{self.service} {self.stable_version}->{self.canary_version}"
+
+
+def release_key(plan: ReleasePlan, version: str | None = None) -> str:
+    """What makes runs one release: where, which service, which canary version.
+
+    A run of a plan with the key of an unfinished release resumes it (canary.resume), and
+    what a release creates carries its key as its owner's mark (canary.manifests): the
+    release of `version` made the Deployment that serves it.
+    """
+    return f"{plan.namespace}/{plan.service}/{version or plan.canary.version}"

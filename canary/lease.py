@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import REQUEST_TIMEOUT, is_conflict, is_not_found, retrying
 from canary.errors import BadInput, CanaryError
+from canary.identity import release_key
 from canary.plan import ReleasePlan
 from canary.planner import ANNOTATION_PREFIX, ISTIO_API_VERSION
 
@@ -61,14 +62,6 @@ class Lease:
 
     def describe(self) -> str:
         return f"release {self.release_id} (until {rfc3339(self.expires)})"
-
-
-def release_key(plan: ReleasePlan) -> str:
-    """What makes runs one release: where, which service, which canary version.
-
-    A run of a plan with the key of an unfinished release resumes it (canary.resume).
-    """
-    return f"{plan.namespace}/{plan.service}/{plan.canary.version}"
 
 
 def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from canary.errors import BadInput
-from canary.lease import LeaseHeld, LeaseLost, VirtualServiceLease, release_key
+from canary.identity import release_key
+from canary.lease import LeaseHeld, LeaseLost, VirtualServiceLease
 from canary.release import Release
 from canary.resume import unfinished
 from canary.stopping import StopWatch, stop_requested

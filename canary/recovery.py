@@ -16,7 +16,8 @@ import logging
 from typing import Any
 
 from canary.events import EventKind
-from canary.lease import VirtualServiceLease, lease_of, release_key
+from canary.identity import release_key
+from canary.lease import VirtualServiceLease, lease_of
 from canary.ownership import guarded_by, lease_ttl
 from canary.plan import ReleasePlan, plan_from_dict
 from canary.plan.configs import plan_to_release

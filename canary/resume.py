@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from canary.lease import annotations_of, lease_of, release_key
+from canary.identity import release_key
+from canary.lease import annotations_of, lease_of
 from canary.plan import ReleasePlan
 from canary.planner import PHASE_ANNOTATION, RELEASE_ANNOTATION, ROLLED_BACK_PHASE, phases
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from canary.cluster import ReadinessTimeout, retrying
 from canary.errors import CanaryError
+from canary.identity import release_key
+from canary.manifests import owner_of
 from canary.planner import Routing, canary_weight, managed_route_names, rollback_routing
 from canary.release import Release, cluster_of, router_of
 from canary.routing import RoutingMismatch
@@ -109,6 +111,9 @@ def _bring_back_stable(release: Release, stable: dict[str, Any] | None) -> dict[
 
 def _retire_canary(release: Release) -> str:
     plan, cluster = release.plan, cluster_of(release)
+    canary = cluster.get_deployment(plan.canary_deployment)
+    if canary is not None and owner_of(canary) != release_key(plan):
+        return f"{plan.canary_deployment} left alone (this release did not create it)"
     if plan.rollback.canary_action == "delete":
         deleted = cluster.delete_deployment(plan.canary_deployment)
         return f"{plan.canary_deployment} {'deleted' if deleted else 'not present'}"
@@ -122,7 +127,8 @@ def _verify_rolled_back(release: Release) -> None:
     if routing is not None and sends_to_canary(release, routing):
         raise RollbackImpossible("routing read back after rollback still sends to the canary")
     canary = cluster_of(release).get_deployment(plan.canary_deployment)
-    if canary is not None and canary.get("spec", {}).get("replicas", 1) != 0:
+    ours = owner_of(canary) == release_key(plan)
+    if ours and canary.get("spec", {}).get("replicas", 1) != 0:
         raise RollbackImpossible(f"{plan.canary_deployment} still runs after rollback")
 
 

@@ -23,6 +23,7 @@ from canary.ownership import checkpoint, guarding
 from canary.plan import ReleasePlan
 from canary.planner import PhaseKind, phases
 from canary.prefect_variables import prune_quietly
+from canary.preflight import check_before_writing
 from canary.recovery import roll_back_stopped_run
 from canary.release import Outcome, PhaseRecord, Release, ReleaseResult, ReleaseTarget, emit
 from canary.stopping import ReleaseCancelled
@@ -86,8 +87,10 @@ def canary_release(
         initiator=initiator,
     )
     try:
-        # Before any change: take the service's lease (or refuse), and adopt an unfinished
-        # release of this plan, to resume it where it stopped.
+        # Before any change: refuse a plan that points at objects it must not touch, take
+        # the service's lease (or refuse), and adopt an unfinished release of this plan,
+        # to resume it where it stopped.
+        check_before_writing(release)
         with (
             guarding(release, explicit_id=release_id is not None) as guarded,
             releasing(guarded.release, guarded.resume_from) as progress,

@@ -86,10 +86,12 @@ def run_release(
 
     out = out or sys.stdout
     try:
-        target.api_client()
+        api = target.api_client()
     except CanaryError as exc:
         print(f"canary: {exc}", file=sys.stderr)
         return exc.exit_code
+    # Said at once: an API server that does not answer takes a while to give up on.
+    print(f"connecting to {api.configuration.host}", file=out, flush=True)
     quiet_prefect_console()
     console = ConsoleNotifier(stdout=True, stream=out)
     with notifying(console, *watchers), reporting_to(report) as report_path:

@@ -21,7 +21,9 @@ from canary.cluster import is_transient
 from canary.errors import CanaryError
 from canary.events import EventKind
 from canary.hold import hold
-from canary.manifests import canary_deployment, same_deployment
+from canary.identity import release_key
+from canary.manifests import canary_deployment, owner_of, same_deployment
+from canary.notify.console import run_logger
 from canary.ownership import guarded_by
 from canary.planner import Phase, Routing, canary_weight, routing_for
 from canary.release import Release, cluster_of, emit, router_of
@@ -126,7 +128,12 @@ def cleanup(release: Release, phase_name: str = "cleanup") -> None:
     apply_routing(release, release.phase(phase_name))
     time.sleep(plan.cleanup.delay)
     cluster = cluster_of(release)
-    if plan.cleanup.action == "delete":
+    stable = cluster.get_deployment(plan.stable_deployment)
+    owner = owner_of(stable)
+    if owner is not None and owner != release_key(plan, plan.stable.version):
+        # Made by another release as its canary: not the stable this release started from.
+        run_logger().warning("%s left in place: it is %s's", plan.stable_deployment, owner)
+    elif plan.cleanup.action == "delete":
         cluster.delete_deployment(plan.stable_deployment)
     else:
         cluster.scale_deployment(plan.stable_deployment, 0)

@@ -21,6 +21,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from canary.cluster import api_client
+from canary.identity import release_key
 from canary.lease import (
     IDENTITY,
     LEASE,
@@ -28,7 +29,6 @@ from canary.lease import (
     VirtualServiceLease,
     annotations_of,
     lease_of,
-    release_key,
 )
 from canary.plan import plan_from_dict
 from canary.plan.configs import CONFIGS_ENV
