@@ -13,7 +13,6 @@ import re
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 
 from canary.pending import pending_release
@@ -31,6 +30,7 @@ from tests.support.deployments import (
     FINAL,
     RELEASE,
     TRAIN,
+    api_request,
     client,
     create_run_as_form,
     deployment,
@@ -149,8 +149,6 @@ def check_promoted(production: ProductionStack, plan: Any) -> None:
 
 def release_events(run_id: UUID | str) -> list[dict[str, Any]]:
     """The run's own events (not Prefect's), as `POST /api/events/filter` gives them."""
-    from prefect.settings import PREFECT_API_URL
-
     query = {
         "filter": {
             "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
@@ -159,7 +157,7 @@ def release_events(run_id: UUID | str) -> list[dict[str, Any]]:
         },
         "limit": 200,
     }
-    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=30)
+    response = api_request("POST", "/events/filter", json=query)
     response.raise_for_status()
     return response.json()["events"]
 

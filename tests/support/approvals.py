@@ -13,18 +13,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import httpx
-
-from tests.support.deployments import state_of
+from tests.support.deployments import api_request, state_of
 from tests.support.slack_stub import SlackStub, block_actions, send_interaction
 from tests.support.waiting import wait_until
-
-
-def _api(path: str) -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return f"{PREFECT_API_URL.value()}{path}"
-
 
 # --- the run's pause ---------------------------------------------------------------------
 
@@ -51,7 +42,7 @@ def form_description(state: Any) -> str | None:
     key = keyset.get("description")
     if not key:
         return None
-    response = httpx.get(_api(f"/flow_runs/{state.state_details.flow_run_id}/input/{key}"))
+    response = api_request("GET", f"/flow_runs/{state.state_details.flow_run_id}/input/{key}")
     if response.status_code == 404:
         return None
     response.raise_for_status()
@@ -61,7 +52,7 @@ def form_description(state: Any) -> str | None:
 
 def resume_as_form(run_id: UUID | str, run_input: dict[str, Any]) -> dict[str, Any]:
     """The Resume form's submit: the server's orchestration result (status ACCEPT/REJECT…)."""
-    response = httpx.post(_api(f"/flow_runs/{run_id}/resume"), json={"run_input": run_input})
+    response = api_request("POST", f"/flow_runs/{run_id}/resume", json={"run_input": run_input})
     response.raise_for_status()
     return response.json()
 

@@ -83,6 +83,7 @@ class Evidence:
     def __init__(self, page: Any, directory: Path) -> None:
         self.page = page
         self.directory = directory
+        self.failed = False
         self._count = 0
 
     def shot(self, name: str) -> Path:
@@ -97,6 +98,7 @@ class Evidence:
         try:
             yield self
         except Exception as exc:
+            self.failed = True
             try:
                 self.shot("failure")
                 (self.directory / "failure.html").write_text(self.page.content())

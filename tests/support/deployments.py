@@ -48,6 +48,22 @@ def deploy_all(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+RETRIED = {429, 502, 503}  # what Prefect's own client retries: SQLite busy, overload
+
+
+def api_request(method: str, path: str, **options: Any) -> httpx.Response:
+    """A request to the current server's API, retried as Prefect's client retries it."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = f"{PREFECT_API_URL.value()}{path}"
+
+    def answered() -> httpx.Response | None:
+        response = httpx.request(method, url, timeout=30, **options)
+        return None if response.status_code in RETRIED else response
+
+    return wait_until(answered, 60, interval=1.0, message=f"{method} {path} to be answered")
+
+
 def client() -> SyncPrefectClient:
     return get_client(sync_client=True)
 
@@ -105,11 +121,8 @@ def post_form(
     name: str, parameters: dict[str, Any], run_name: str = "from-the-form", enforce: bool = True
 ) -> Any:
     """POST /api/deployments/{id}/create_flow_run as the form does; the HTTP response."""
-    from prefect.settings import PREFECT_API_URL
-
     body = form_request(name, parameters, run_name, enforce)
-    url = f"{PREFECT_API_URL.value()}/deployments/{deployment(name).id}/create_flow_run"
-    return httpx.post(url, json=body, timeout=30)
+    return api_request("POST", f"/deployments/{deployment(name).id}/create_flow_run", json=body)
 
 
 def create_run_as_form(

@@ -66,6 +66,8 @@ class PrefectServer:
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_UI_API_URL": self.api_url,
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            # SQLite on a busy machine: wait for a lock rather than answer 503 at once.
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
         }
         env.pop("PREFECT_API_URL", None)
         command = [sys.executable, "-m", "prefect", "server", "start"]
