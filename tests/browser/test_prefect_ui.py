@@ -149,7 +149,9 @@ def test_a_release_from_the_custom_run_form_is_approved_in_the_resume_form(
         choose_plan_file(page, PLAN_FILE)
         evidence.shot("custom-run-form")
         before = release_runs()
+        page.keyboard.press("Tab")  # leave the plan field: the form takes its value
         page.get_by_role("button", name="Submit").click()
+        page.wait_for_url(re.compile(r"/deployments/deployment/[^/]+(\?.*)?$"), timeout=90_000)
         run = new_run(before)
         started_runs.append(run)
 
