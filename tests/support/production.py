@@ -71,6 +71,8 @@ def plan_data(**overrides: Any) -> dict[str, Any]:
         "threshold": 1,
         "stepWeights": [20],
         "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}}],
+        # 1 s rounds: the canary's share of the sandbox's traffic must fill one.
+        "noData": {"minRequests": 5},
     }
     data["promotion"] = {"hold": 0}
     data["timeouts"] = {"readiness": 10}

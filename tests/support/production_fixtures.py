@@ -37,7 +37,7 @@ def production_api(production: ProductionStack) -> Iterator[str]:
 @pytest.fixture
 def cluster(production: ProductionStack) -> SandboxSlot:
     """A fresh BookInfo (reviews v1) behind the addresses the worker knows."""
-    production.slot.fresh("healthy")
+    production.slot.fresh("healthy", rps=200)  # enough canary requests for 1 s rounds
     return production.slot
 
 
