@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need: Prometheus (Debian's package) and a virtualenv
-# in .venv with the project and its development tools. Safe to run again.
+# Installs what the demo and the tests need: Prometheus and Chromium (Debian's packages) and
+# a virtualenv in .venv with the project and its development tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,15 @@ fi
 # The package starts a system-wide Prometheus on :9090; the project starts its own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
   systemctl stop prometheus || true
+fi
+
+# The browser tests drive Debian's Chromium through Playwright (executable_path
+# /usr/bin/chromium); Playwright never downloads a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  echo "bootstrap: installing Debian's chromium package"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 python=${PYTHON:-python3}

@@ -1,0 +1,10 @@
+"""The Prefect UI in a real browser, over the deployed pipeline on a worker."""
+
+from tests.support.production_fixtures import (  # noqa: F401 - fixtures of this lane
+    cluster,
+    explain,
+    production,
+    production_api,
+    slack,
+    started_runs,
+)
