@@ -29,6 +29,13 @@ def model_title(model: type) -> str:
     return " ".join(words).capitalize() or model.__name__
 
 
+def label_every_field(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Titles for the fields pydantic leaves without one (those holding a model: a $ref)."""
+    names = {(field.alias or name): name for name, field in model.model_fields.items()}
+    for key, prop in schema.get("properties", {}).items():
+        prop.setdefault("title", field_title(names.get(key, key)))
+
+
 class Model(BaseModel):
     """Strict camelCase models: unknown fields are errors, not silently ignored.
 
@@ -43,4 +50,5 @@ class Model(BaseModel):
         frozen=True,
         field_title_generator=field_title,
         model_title_generator=model_title,
+        json_schema_extra=label_every_field,
     )

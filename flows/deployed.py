@@ -20,7 +20,7 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
@@ -39,28 +39,28 @@ FIRST_LOCK_TRY_S = 1.0
 # whose parameters do not fit (enforce_parameter_schema in deploy/prefect.yaml).
 
 
-def _plan_file() -> Any:
+def _plan_file_choices() -> dict[str, Any]:
     """The plan files in the configs directory when the deployment is registered.
 
     A choice in the form, so a mistyped name is refused when the run is created; a file
-    added later is offered once the deployment is registered again.
+    added later is offered once the deployment is registered again. (Only the schema says
+    it: a run created without the schema check still reads only from the directory.)
     """
-    names = tuple(plan_names())
-    return Literal[names] if names else str
+    names = plan_names()
+    return {"title": "Plan file", **({"enum": names} if names else {})}
 
 
-PlanFile = Annotated[_plan_file(), Field(title="Plan file")]
+def _title(title: str) -> Any:
+    # Prefect titles a flow parameter with its name, unless the schema's own extra says.
+    return Field(json_schema_extra={"title": title})
+
+
+PlanFile = Annotated[str, Field(min_length=1, json_schema_extra=_plan_file_choices())]
 Version = Annotated[
-    str,
-    Field(
-        title="Version",
-        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
-        max_length=63,
-    ),
+    str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", max_length=63)
 ]
-Image = Annotated[str, Field(title="Image", min_length=1, max_length=512)]
 Text = Annotated[str, Field(min_length=1, max_length=1024)]
-Seconds = Annotated[float, Field(title="Lock timeout (s)", ge=0, le=86_400)]
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
 class ReleaseLocked(CanaryError):
@@ -75,14 +75,14 @@ class ReleaseLocked(CanaryError):
     on_crashed=canary_release.on_crashed_hooks,
 )
 def release(
-    plan: Annotated[PlanFile | ReleasePlan, Field(title="Plan")],
-    version: Version | None = None,
-    image: Image | None = None,
-    kubeconfig: Annotated[Text | None, Field(title="Kubeconfig")] = None,
-    context: Annotated[Text | None, Field(title="Kubeconfig context")] = None,
-    mesh_url: Annotated[Text | None, Field(title="Mesh URL")] = None,
-    initiator: Annotated[Text | None, Field(title="Initiator (your Slack id)")] = None,
-    lock_timeout: Seconds = 3600.0,
+    plan: Annotated[PlanFile | ReleasePlan, _title("Plan")],
+    version: Annotated[Version | None, _title("Version")] = None,
+    image: Annotated[Text | None, _title("Image")] = None,
+    kubeconfig: Annotated[Text | None, _title("Kubeconfig")] = None,
+    context: Annotated[Text | None, _title("Kubeconfig context")] = None,
+    mesh_url: Annotated[Text | None, _title("Mesh URL")] = None,
+    initiator: Annotated[Text | None, _title("Initiator (your Slack member id)")] = None,
+    lock_timeout: Annotated[Seconds, _title("Lock timeout (seconds)")] = 3600.0,
 ) -> ReleaseResult | None:
     """Canary release of one service, phase by phase; any failure rolls back.
 

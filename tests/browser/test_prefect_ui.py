@@ -16,8 +16,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from canary.plan_file import plan_from_dict
 
+from canary.plan import plan_from_dict
 from canary.planner import canary_weight
 from tests.support.approvals import wait_paused_at
 from tests.support.browser import Evidence, chromium_context

@@ -14,9 +14,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from canary.pending import pending_release
-from canary.plan_file import plan_from_dict
 
+from canary.plan import plan_from_dict
+from canary.plan.versions import pending_release
 from canary.planner import canary_weight
 from tests.support.approvals import (
     click,

@@ -69,11 +69,13 @@ def plan_data(**overrides: Any) -> dict[str, Any]:
     data["analysis"] = {
         "interval": 1,
         "threshold": 1,
-        "stepWeights": [20],
-        "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}}],
-        # 1 s rounds: the canary's share of the sandbox's traffic must fill one.
+        # A 5 s window: two 1 s scrapes of the canary's share after the weight moved.
+        "metrics": [
+            {"name": "request-success-rate", "interval": "5s", "thresholdRange": {"min": 99}}
+        ],
         "noData": {"minRequests": 5},
     }
+    data["steps"] = [{"weight": 20, "hold": "6s"}]
     data["promotion"] = {"hold": 0}
     data["timeouts"] = {"readiness": 10}
     data["gates"] = [STEP_GATE, PROMOTE_GATE]
