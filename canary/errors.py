@@ -60,7 +60,7 @@ def describe(exc: BaseException) -> str:
 
 def _unreachable(exc: Exception) -> str:
     """'cannot reach the API server at HOST:PORT: connection refused', not urllib3's repr."""
-    from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
     pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)
     host, port = getattr(pool, "host", None), getattr(pool, "port", None)
@@ -68,7 +68,8 @@ def _unreachable(exc: Exception) -> str:
     reason = getattr(exc, "reason", None) or exc
     if isinstance(reason, ReadTimeoutError):
         return f"the API server{where} did not answer in time ({_timeout_of(reason)})"
-    if isinstance(reason, ConnectTimeoutError):
+    # A refused connection is a NewConnectionError, which urllib3 derives from the timeout.
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
         return f"cannot reach the API server{where}: connecting timed out"
     cause = str(reason)
     detail = cause.rsplit("] ", 1)[-1] if "] " in cause else cause.rsplit(": ", 1)[-1]

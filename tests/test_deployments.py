@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,14 +159,12 @@ def test_a_run_waits_for_the_service_lock_then_releases(
 def test_a_run_refuses_after_waiting_too_long_for_the_lock(prefect_api_url, fast_plan):
     plan = fast_plan()
     ensure_lock(lock_name(plan))
-    began = time.monotonic()
     with concurrency(lock_name(plan), strict=True):
         state = release(plan, lock_timeout=2, return_state=True)
 
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), ReleaseLocked)
     assert "another release of default/reviews kept running for more than 2s" in state.message
-    assert time.monotonic() - began < 30
 
 
 # --- the release train -------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import ConsoleNotifier, Notifier, Notifiers, current_notifier, notifying
@@ -65,15 +64,15 @@ def test_a_broken_notifier_does_not_stop_the_others():
     fan_out.close()
 
 
-def test_a_stuck_notifier_delays_a_release_at_most_the_timeout():
+def test_a_stuck_notifier_does_not_hold_the_release_up():
     stuck, recording = Stuck(), Recording()
     fan_out = Notifiers([stuck, recording], timeout=0.2)
-    began = time.monotonic()
 
-    for _ in range(3):
-        fan_out.notify(event())
+    releasing = threading.Thread(target=lambda: [fan_out.notify(event()) for _ in range(3)])
+    releasing.start()
+    releasing.join(30)  # the stuck notifier never returns while the release goes on
 
-    assert time.monotonic() - began < 1.5
+    assert not releasing.is_alive(), "the release waited for a stuck notifier"
     assert len(recording.events) == 3
     stuck.release.set()
     fan_out.close()

@@ -86,7 +86,8 @@ def test_a_release_is_served_and_pushed_as_metrics(
     phases = {dict(labels).get("phase") for name, labels in found if name.endswith("phase_info")}
     assert phases == {"cleanup"}
     assert value(found, "canary_release_phase_info", phase="cleanup") == 1
-    assert abs(value(found, "canary_release_duration_seconds") - result.duration) < 1.0
+    # From the first event to the last: within the flow's own span, and more than a moment.
+    assert 0 < value(found, "canary_release_duration_seconds") <= result.duration
     assert value(found, "canary_release_decisions_total", decision="pass") == 4
     path, body = pushgateway.pushes[-1]
     assert path == "/metrics/job/canary-release/namespace/default/service/reviews"

@@ -115,12 +115,11 @@ def test_rate_limits_and_server_errors_are_retried_and_the_release_completes(stu
 
 def test_slack_down_does_not_stall_or_fail_the_release(stub, notifier):
     stub.fail_next(500, 1000)
-    started = time.monotonic()
     run = GatedRun(GATE, notifier)
     approve(run)
     assert run.finish().is_completed()
-    # The first event waits at most the fan-out's 2 s; later ones skip Slack while it is down.
-    assert time.monotonic() - started < 8
+    # One event's call and its two retries failed; the others skipped Slack while it was down.
+    assert len(stub.calls) == 3, [c.method for c in stub.calls]
     assert not stub.calls_to("chat.postMessage")
     stub.reset()
 
