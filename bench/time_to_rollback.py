@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sandbox.demo import use_local_prefect  # noqa: E402 - needs the path above
+from sandbox.demo import local_prefect  # noqa: E402 - needs the path above
 
 INTERVAL = 2.0  # analysis interval, seconds
 WINDOW = "5s"  # each metric's query window: several 1 s scrapes for rate()
@@ -275,7 +275,13 @@ def main() -> int:
     if unknown or args.runs < 1:
         parser.error(f"unknown judge {unknown[0]}" if unknown else "--runs must be at least 1")
     prometheus_bin = find_prometheus()
-    use_local_prefect()  # before Prefect is imported
+    with local_prefect() as prefect:  # before Prefect is imported
+        if prefect is not None:
+            prefect.wait_ready()
+        return measure(args, judges, prometheus_bin)
+
+
+def measure(args: argparse.Namespace, judges: list[str], prometheus_bin: str) -> int:
     import flows.canary_release  # noqa: F401 - sets up Prefect's logging, to be quietened
     from flows.command import quiet_prefect_console
 

@@ -159,7 +159,7 @@ def _run_gate(asking: _Asking, run_id: str, members: Members) -> GateOutcome:
     """Ask until the gate is decided; the run writes how it ended, and nobody else does."""
     gate = asking.gate
     request = _open_request(asking, run_id)
-    asking.tell(EventKind.APPROVAL_REQUESTED, _waiting_text(gate))
+    asking.tell(EventKind.APPROVAL_REQUESTED, _waiting_text(gate, request))
     while True:
         if abort_requested(run_id):
             return _close(request, _aborted(gate, run_id))
@@ -389,12 +389,18 @@ def _aborted(gate: Gate, run_id: str) -> GateOutcome:
     )
 
 
-def _waiting_text(gate: Gate) -> str:
+def _waiting_text(gate: Gate, request: GateRequest) -> str:
     a = gate.approvers
     who = (
         "anyone"
         if a.anyone
         else ", ".join([*(f"<@{u}>" for u in a.users), *(f"<!subteam^{g}>" for g in a.groups)])
     )
-    eyes = "; the initiator may not approve" if gate.four_eyes else ""
+    eyes = ""
+    if gate.four_eyes:
+        eyes = (
+            f"; <@{request.initiator}> started it and may not approve"
+            if request.initiator
+            else "; four-eyes: two different approvers"
+        )
     return f"{gate.title}: waiting up to {gate.timeout_text} for {who}{eyes}"
