@@ -139,3 +139,49 @@ def test_up_refuses_a_directory_whose_cluster_runs(real_cluster: RealCluster):
 
 def test_the_api_reports_the_pinned_release(admin_api: Any):
     assert k8s.VersionApi(admin_api).get_code().git_version == build.PINNED.kubernetes
+
+
+def cache_with_a_broken_apiserver(root: Path) -> Path:
+    """A build cache whose binaries are the real ones, but for a kube-apiserver that dies."""
+    real = build.version_dir()
+    fake = root / build.PINNED.kubernetes
+    (fake / "bin").mkdir(parents=True)
+    for entry in (real / "bin").iterdir():
+        (fake / "bin" / entry.name).symlink_to(entry)
+    (fake / "kwok-stages.yaml").symlink_to(real / "kwok-stages.yaml")
+    broken = fake / "bin" / "kube-apiserver"
+    broken.unlink()
+    broken.write_text("#!/bin/sh\necho 'Error: invalid argument for --secure-port' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    return root
+
+
+def test_a_component_that_fails_to_start_is_one_line_and_the_rest_is_stopped(tmp_path: Path):
+    if build.missing():
+        pytest.skip("the real cluster's binaries are not built")
+    cache = cache_with_a_broken_apiserver(tmp_path / "cache")
+    directory = tmp_path / "cluster"
+    done = real_cluster_script(
+        "up", str(directory), env={"CANARY_REAL_CLUSTER_CACHE": str(cache)}, timeout=300
+    )
+    assert done.returncode == 1
+    log = directory / "logs" / "kube-apiserver.log"
+    assert done.stderr == (
+        "real-cluster.sh up: kube-apiserver: exited with code 1: Error: invalid argument for "
+        f"--secure-port (log: {log})\n"
+    )
+    # etcd, started before the API server, was stopped when it died.
+    assert not processes.Component("etcd", directory).pid_file.exists()
+    assert not processes_naming(str(directory / "etcd"))
+    assert not (directory / "admin.kubeconfig").exists()
+
+
+def processes_naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
