@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from real_cluster.errors import ComponentError
 
 STOP_GRACE = 15.0  # seconds between SIGTERM and SIGKILL
+NICENESS = 5
 
 
 def free_port() -> int:
@@ -64,12 +66,17 @@ class Component:
 
 
 def start(component: Component, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-    """Starts ``argv`` in its own session (it outlives `up`), logging to its log file."""
+    """Starts ``argv`` in its own session (it outlives `up`), logging to its log file.
+
+    Niced: the cluster is a test fixture and yields the CPU to the tests beside it. `nice`
+    execs the binary, so the pid is the binary's own.
+    """
     component.log.parent.mkdir(parents=True, exist_ok=True)
     component.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    niced = ["nice", "-n", str(NICENESS)] if shutil.which("nice") else []
     with component.log.open("ab") as log:
         process = subprocess.Popen(
-            list(argv),
+            [*niced, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,9 @@
-"""The real-cluster lane: one real control plane (scripts/real-cluster.sh) for the session.
+"""The real-cluster lane: one real control plane (scripts/real-cluster.sh) for its tests.
 
 The binaries are built by scripts/bootstrap.sh (cached in ~/.cache/canary-real-cluster).
 Where they are missing the lane is skipped, except in CI (CI=true), where that fails.
-All lane tests run on one xdist worker (tests/conftest.py), so there is one cluster.
+All lane tests run on one xdist worker, one after another (tests/conftest.py), so there
+is one cluster, up for this package's tests only (package-scoped fixtures).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def real_cluster_script(
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
     """etcd, kube-apiserver (Node,RBAC), controller-manager, scheduler and kwok, with
     Istio's and the Gateway API's CRDs and the release's ServiceAccount, Role and RoleBinding.
@@ -99,14 +100,14 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
         assert stopped.returncode == 0, stopped.stderr
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin_api(real_cluster: RealCluster) -> Any:
     from canary.cluster import api_client
 
     return api_client(str(real_cluster.admin_kubeconfig))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def release_api(real_cluster: RealCluster) -> Any:
     """The client a release gets in production: the canary-release ServiceAccount's token."""
     from canary.cluster import api_client
@@ -128,7 +129,7 @@ def deployment_available(apps: Any, namespace: str, name: str) -> bool:
     return available and (status.ready_replicas or 0) >= 1
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bookinfo(real_cluster: RealCluster, admin_api: Any) -> list[str]:
     """BookInfo without reviews v2 and v3, applied as the admin; its Deployments' names,
     once every one is Available (real controllers, real scheduler, kwok's fake Node)."""

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import uuid
+from functools import cache
 from typing import Any
 
 import pytest
@@ -26,8 +27,9 @@ PLAN = REPO / "configs" / "bookinfo-reviews.yaml"
 PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules"}
 
 
-def planned_phases() -> list[dict[str, Any]]:
-    """What `canary plan -o yaml` prints: one document per phase."""
+@cache
+def plan_output() -> str:
+    """What `canary plan -o yaml` prints, run once."""
     done = subprocess.run(
         [sys.executable, "-m", "canary", "plan", "-o", "yaml", str(PLAN)],
         capture_output=True,
@@ -35,7 +37,12 @@ def planned_phases() -> list[dict[str, Any]]:
         check=True,
         cwd=REPO,
     )
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return done.stdout
+
+
+def planned_phases() -> list[dict[str, Any]]:
+    """One document per phase, fresh for each caller to change."""
+    return [doc for doc in yaml.safe_load_all(plan_output()) if doc]
 
 
 def planned_objects() -> list[tuple[str, dict[str, Any]]]:
