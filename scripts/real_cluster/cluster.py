@@ -23,7 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
+from kubernetes import client as k8s
+from kubernetes import config, utils
+from kubernetes.client.exceptions import ApiException
 
 from real_cluster import build
 from real_cluster.errors import ComponentError
@@ -239,16 +243,18 @@ class Starter:
 
 
 def api_client(kubeconfig_file: Path) -> Any:
-    from kubernetes import config
-
     return config.new_client_from_config(config_file=str(kubeconfig_file))
 
 
 def api_failure(what: str, error: Exception) -> ComponentError:
-    status = getattr(error, "status", None)
-    reason = getattr(error, "reason", None) or str(error)
-    cause = f"{what}: {status} {reason}" if status else f"{what}: {reason}"
-    return ComponentError("kube-apiserver", cause)
+    """The API server's own message for a refused request, as `kubectl` would show it."""
+    cause = str(error)
+    if isinstance(error, ApiException):
+        try:
+            cause = f"{error.status} {json.loads(error.body)['message']}"
+        except (TypeError, ValueError, KeyError):
+            cause = f"{error.status} {error.reason}"
+    return ComponentError("kube-apiserver", f"{what}: {cause}")
 
 
 def fake_node() -> dict[str, Any]:
@@ -272,11 +278,9 @@ def fake_node() -> dict[str, Any]:
 
 
 def node_ready(client: Any) -> bool:
-    from kubernetes import client as k8s
-
     try:
         node = k8s.CoreV1Api(client).read_node(FAKE_NODE)
-    except Exception:  # not there yet, or the API is still settling
+    except (ApiException, urllib3.exceptions.HTTPError):  # not there yet, or still settling
         return False
     conditions = node.status.conditions or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions) and not any(
@@ -291,23 +295,17 @@ def yaml_documents(path: Path) -> list[dict[str, Any]]:
         raise ComponentError("manifests", f"{path}: {error}") from error
 
 
-def create(client: Any, document: dict[str, Any], source: Path) -> None:
-    from kubernetes import utils
-
+def create(client: Any, document: dict[str, Any], source: str) -> None:
+    what = f"{source}: {document.get('kind')} {document.get('metadata', {}).get('name')}"
     try:
         utils.create_from_dict(client, document)
     except utils.FailToCreateError as failure:
-        first = failure.api_exceptions[0]
-        raise api_failure(
-            f"{source}: {document.get('kind')} {document.get('metadata', {}).get('name')}", first
-        ) from failure
-    except Exception as error:
-        raise api_failure(f"{source}: {document.get('kind')}", error) from error
+        raise api_failure(what, failure.api_exceptions[0]) from failure
+    except ApiException as error:
+        raise api_failure(what, error) from error
 
 
 def crd_established(client: Any, name: str) -> bool:
-    from kubernetes import client as k8s
-
     crd = k8s.ApiextensionsV1Api(client).read_custom_resource_definition(name)
     return any(
         c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])
@@ -320,7 +318,7 @@ def apply_crds(client: Any, files: Iterable[Path], apiserver: Component) -> list
         for document in yaml_documents(path):
             if document.get("kind") != "CustomResourceDefinition":
                 continue
-            create(client, document, path)
+            create(client, document, str(path))
             names.append(document["metadata"]["name"])
     for name in names:
         wait_for(
@@ -357,9 +355,6 @@ def release_identity(documents: list[dict[str, Any]]) -> ReleaseIdentity:
 
 
 def ensure_namespaces(client: Any, names: Iterable[str]) -> None:
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
     core = k8s.CoreV1Api(client)
     for name in sorted(set(names)):
         try:
@@ -371,8 +366,6 @@ def ensure_namespaces(client: Any, names: Iterable[str]) -> None:
 
 
 def release_token(client: Any, identity: ReleaseIdentity) -> str:
-    from kubernetes import client as k8s
-
     request = k8s.AuthenticationV1TokenRequest(
         spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
     )
@@ -380,7 +373,7 @@ def release_token(client: Any, identity: ReleaseIdentity) -> str:
         answer = k8s.CoreV1Api(client).create_namespaced_service_account_token(
             identity.service_account, identity.namespace, request
         )
-    except Exception as error:
+    except ApiException as error:
         raise api_failure(f"TokenRequest for {identity.service_account}", error) from error
     return answer.status.token
 
@@ -392,7 +385,7 @@ def set_up_release(client: Any, directory: Path, server: str, ca: Path) -> Relea
     namespaces = [d["metadata"].get("namespace", "default") for d in documents]
     ensure_namespaces(client, namespaces)
     for document in documents:
-        create(client, document, RELEASE_RBAC)
+        create(client, document, str(RELEASE_RBAC))
     token = release_token(client, identity)
     write_yaml(
         directory / "release.kubeconfig",
@@ -512,7 +505,7 @@ def start_cluster(
 
     client = api_client(admin)
     apiserver = component(directory, "kube-apiserver")
-    create(client, fake_node(), Path("the fake Node"))
+    create(client, fake_node(), "the fake Node")
     wait_for(
         component(directory, "kwok"),
         None,
