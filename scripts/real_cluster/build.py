@@ -68,6 +68,15 @@ KWOK_STAGE_FILES = (
 )
 
 
+def go_command() -> str | None:
+    """The go command: on PATH, or where Go's own archive installs it (a shell that did not
+    read the profile that puts it on PATH)."""
+    found = shutil.which("go")
+    if found is None and Path("/usr/local/go/bin/go").is_file():
+        found = "/usr/local/go/bin/go"
+    return found
+
+
 def cache_root() -> Path:
     if explicit := os.environ.get("CANARY_REAL_CLUSTER_CACHE"):
         return Path(explicit)
@@ -131,7 +140,8 @@ def kubernetes_ldflags(kubernetes_version: str) -> str:
 class GoBuild:
     """Runs the go command with the cache's GOPATH and GOCACHE, niced, logging to one file."""
 
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, go: str, root: Path, log: Path) -> None:
+        self.go = go
         self.root = root
         self.log = log
         self.env = {
@@ -158,7 +168,7 @@ class GoBuild:
             log.write(f"$ (cd {cwd} && go {' '.join(args)})\n")
             log.flush()
             done = subprocess.run(
-                [*self.nice, "go", *args], cwd=cwd, env=env, text=True, capture_output=True
+                [*self.nice, self.go, *args], cwd=cwd, env=env, text=True, capture_output=True
             )
             log.write(done.stderr)
             if args[0] != "mod" or "-json" not in args:
@@ -290,13 +300,14 @@ def build_lock(versions: Versions) -> Iterator[None]:
 
 def ensure_built(log: Path, versions: Versions = PINNED) -> Path:
     """The bin directory, after building whatever is missing or at another version."""
-    if shutil.which("go") is None:
-        raise ComponentError("build", "the go command is not installed")
+    go_path = go_command()
+    if go_path is None:
+        raise ComponentError("build", "the go command is not installed (Go 1.26 is needed)")
     if not missing(versions):
         return bin_dir(versions)
     log.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(versions):
-        go = GoBuild(cache_root(), log)
+        go = GoBuild(go_path, cache_root(), log)
         for component in missing(versions):
             builder, binaries, version_of = BUILDERS[component]
             # Built into a scratch directory and moved in whole: a build that stopped

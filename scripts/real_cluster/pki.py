@@ -129,7 +129,7 @@ def serving_extensions(service_ip: str) -> str:
 
 
 def make_pki(directory: Path, service_ip: str, log: Path) -> Pki:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys: the owner's only
     ca = make_ca(directory, log)
 
     def client(name: str, subject: str) -> KeyPair:

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client as k8s
 
 from canary.cluster import Cluster, is_ready
-from tests.real_cluster.conftest import NOT_YET_RELEASED, RealCluster
+from tests.real_cluster.conftest import NOT_YET_RELEASED, RealCluster, deployment_available
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -24,6 +24,8 @@ def test_bookinfo_deployments_become_available(
         for d in apps.list_namespaced_deployment(real_cluster.release_namespace).items
     }
     assert not names & set(NOT_YET_RELEASED)
+    for name in bookinfo:  # the fixture waited for this; the state holds
+        assert deployment_available(apps, real_cluster.release_namespace, name), name
 
 
 def test_their_pods_run_on_the_fake_node_placed_by_the_scheduler(

@@ -63,7 +63,10 @@ def test_the_pinned_build_derived_its_replacements_from_the_downloaded_go_mod():
     if not wrapper.is_file():
         pytest.skip("no Kubernetes build in the cache")
     edited = subprocess.run(
-        ["go", "mod", "edit", "-json", str(wrapper)], capture_output=True, text=True, check=True
+        [str(build.go_command()), "mod", "edit", "-json", str(wrapper)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     replaced = {r["Old"]["Path"]: r["New"] for r in json.loads(edited.stdout)["Replace"]}
     assert replaced["k8s.io/api"] == {
