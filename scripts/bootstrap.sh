@@ -30,4 +30,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+
+# The real-cluster test lane's control plane (scripts/real-cluster.sh): etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok, built through the Go module proxy into
+# ~/.cache/canary-real-cluster once (see README), reused after. CANARY_REAL_CLUSTER=skip
+# leaves it out on a developer's machine (the lane is then skipped); CI always builds it.
+if [ "${CANARY_REAL_CLUSTER:-build}" != skip ] || [ -n "${CI:-}" ]; then
+  bash scripts/real-cluster.sh build
+fi
 echo "bootstrap: ready ($(.venv/bin/python --version), $(prometheus --version 2>&1 | head -1))"

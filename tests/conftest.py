@@ -27,6 +27,23 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+REAL_CLUSTER_LANE = "tests/real_cluster/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the real-cluster lane as one unit: its tests share one
+    control plane (a session fixture), so they all run on one worker, beside the others."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LaneScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(REAL_CLUSTER_LANE):
+                return REAL_CLUSTER_LANE
+            return super()._split_scope(nodeid)
+
+    return LaneScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +52,8 @@ def prefect_api_url() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # A busy machine (a shared CI runner) can take minutes to start it.
+    with prefect_test_harness(server_startup_timeout=300):
         yield str(PREFECT_API_URL.value())
 
 
