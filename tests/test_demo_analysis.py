@@ -55,7 +55,7 @@ def test_faulty_and_slow_canaries_are_rolled_back_by_the_metric_they_break(
     require_prometheus()  # without one the demo drops metric analysis
     expected = {"faulty": "request-success-rate", "slow": "request-duration"}
     demos = {s: start_demo(s, plan_without_checks, tmp_path / "cache") for s in expected}
-    outputs = {s: p.communicate(timeout=120) for s, p in demos.items()}
+    outputs = {s: p.communicate(timeout=600) for s, p in demos.items()}
 
     for scenario, metric in expected.items():
         stdout, stderr = outputs[scenario]

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from canary.plan_file import load_plan
+from canary.plan import load_plan
 from canary.planner import phase_named, routing_for, same_routing
 from canary.routing.istio import IstioRouter
 from tests.real_cluster.conftest import REPO, RealCluster

@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import Cluster
+from canary.manifests import same_deployment
 from tests.real_cluster.conftest import REPO, RealCluster
 
 pytestmark = pytest.mark.timeout(600)
@@ -137,7 +138,7 @@ def test_the_release_may_get_create_update_and_delete_deployments(
     # Deployment controller writes the object right after it is created.
     cluster = Cluster(release_api, real_cluster.release_namespace)
     name = f"lp-{uuid.uuid4().hex[:6]}"
-    cluster.create_deployment(deployment(name, real_cluster.release_namespace))
+    cluster.apply_deployment(deployment(name, real_cluster.release_namespace), same_deployment)
     assert cluster.get_deployment(name)["metadata"]["name"] == name
     assert cluster.scale_deployment(name, 0)["spec"]["replicas"] == 0
     assert cluster.delete_deployment(name) is True

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from canary.plan_file import load_plan
+from canary.plan import load_plan
 from canary.planner import Routing, rollback_routing
 from tests.real_cluster.conftest import REPO
 

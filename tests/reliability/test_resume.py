@@ -71,7 +71,7 @@ def test_a_killed_release_resumes_at_its_step(start_sandbox, plan_data, run_env,
     with WeightSampler(box, plan) as sampler:
         second = subprocess.run(
             canary_run(path, box), env=run_env, capture_output=True, text=True,
-            timeout=120,
+            timeout=600,
         )  # fmt: skip
 
     output = second.stdout + second.stderr
