@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.listener import running_listener
 from tests.support.slack_stub import BOT_TOKEN, SlackStub
 from tests.support.waiting import wait_until
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -75,36 +69,10 @@ def slack_env(slack: SlackStub, prefect_api: str) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def listener(slack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`canary approvals serve` in its own process; yields its interactivity URL."""
-    env = {
-        **os.environ,
-        **slack_env,
-        "PREFECT_HOME": str(tmp_path_factory.mktemp("listener-home")),
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("SLACK_APP_TOKEN", None)
+    env = {**slack_env, "PREFECT_HOME": str(tmp_path_factory.mktemp("listener-home"))}
     log = tmp_path_factory.mktemp("listener") / "listener.log"
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "canary", "approvals", "serve", "--port", "0"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
-    try:
-        try:
-            line = lines.get(timeout=60)
-        except queue.Empty:
-            line = ""
-        match = re.search(re.escape("http://127.0.0.1:") + r"\d+/slack/events", line)
-        assert match, f"listener did not start: {line!r} {log.read_text()}"
-        yield match[0]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_listener(env, log) as (url, _):
+        yield url
 
 
 @pytest.fixture
