@@ -200,8 +200,8 @@ class TestsSpec(Model):
         None, description="Where checks are sent; default http://<host>.<namespace>.svc:<port>."
     )
     port: int = Field(80, ge=1, le=65535)
-    checks: list[HttpCheck] = Field(default_factory=list)
-    commands: list[CommandCheck] = Field(default_factory=list)
+    checks: list[HttpCheck] = Field(default_factory=list, max_length=100)
+    commands: list[CommandCheck] = Field(default_factory=list, max_length=100)
 
 
 class HeaderRouteSpec(Model):
@@ -223,7 +223,7 @@ class AnalysisSpec(Model):
     step_weights: list[Weight] | None = Field(None, min_length=1, max_length=99)
     step_weight: Weight | None = None
     max_weight: Weight | None = None
-    metrics: list[MetricCheck] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default_factory=list, max_length=100)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     no_data: NoDataSpec = Field(default_factory=NoDataSpec)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)

@@ -73,7 +73,9 @@ class ListenerConfig:
         except ValueError:
             value = None
         if value is None or not 0 < value <= 3600:  # also refuses NaN
-            self.limit_problems.append(f"{name} must be a number of at most 3600, not {text!r}")
+            self.limit_problems.append(
+                f"{name} must be a number above 0 and at most 3600, not {text!r}"
+            )
             return default
         return value
 

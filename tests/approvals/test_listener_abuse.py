@@ -7,7 +7,10 @@ The listener runs as `canary approvals serve` does, with a read timeout of 1 s i
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -134,3 +137,26 @@ def test_connections_beyond_the_limit_get_503_until_some_close(
                 sock.close()
         wait_until(lambda: health(target) == 200, 30, message="200 once they closed")
         assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("CANARY_LISTENER_READ_TIMEOUT", "ten"),
+        ("CANARY_LISTENER_READ_TIMEOUT", "nan"),
+        ("CANARY_LISTENER_MAX_CONNECTIONS", "0"),
+        ("CANARY_LISTENER_MAX_CONNECTIONS", "99999"),
+    ],
+)
+def test_a_bad_limit_is_one_line_and_exit_2(setting: str, value: str):
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    result = subprocess.run(
+        [sys.executable, "-m", "canary", "approvals", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, setting: value},
+    )
+    assert result.returncode == 2
+    message = f"{setting} must be a number above 0 and at most 3600, not {value!r}"
+    assert result.stderr.strip() == f"canary approvals serve: {message}"
