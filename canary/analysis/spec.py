@@ -281,7 +281,7 @@ def check_analysis(
 
 def _range_problem(metric: MetricCheck) -> tuple[str, str] | None:
     """(min or max, message) for a bound the metric can never reach or pass."""
-    low, high, what = _VALUE_RANGES.get(metric.name, (-_MAX_CUSTOM, _MAX_CUSTOM, "a value"))
+    low, high, what = _VALUE_RANGES.get(metric.name, (-_MAX_CUSTOM, _MAX_CUSTOM, "a custom bound"))
     bounds = metric.threshold_range
     for side in ("min", "max"):
         value = getattr(bounds, side) if bounds is not None else None
