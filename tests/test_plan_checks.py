@@ -53,11 +53,11 @@ def bookinfo(**changes: Any) -> dict[str, Any]:
         "reviews:v2",
         "docker.io/istio/examples-bookinfo-reviews-v2:1.20.0",
         "localhost:5000/team/app:1.0-rc_1",
-        "registry.example.com:443/a/b/c",
+        "127.0.0.1:5000/a/b/c",
         "[::1]:5000/app",
-        "ghcr.io/o/my_app__x---y:latest",
+        "localhost/o/my_app__x---y:latest",
         "app@sha256:" + "a" * 64,
-        "r.example.com/app:1@sha256:" + "0" * 64,
+        "localhost:5000/app:1@sha256:" + "0" * 64,
     ],
 )
 def test_image_references_that_registries_accept(image: str):
