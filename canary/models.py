@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from canary.field_checks import MAX_TEXT
+
 # A cross-field error names its field inside the message, between two marks; the plan
 # loader takes it out and puts it in the problem's field path.
 FIELD_MARK = "\u00a7"
@@ -41,6 +43,9 @@ class Model(BaseModel):
 
     Their JSON schema (the Prefect UI's forms) labels every field and section in words,
     whatever the camelCase alias.
+
+    Strict types: `true` is no weight and "20" no count; no NaN or infinity; no string
+    longer than MAX_TEXT (a plan's values go into requests, logs and run parameters).
     """
 
     model_config = ConfigDict(
@@ -51,4 +56,7 @@ class Model(BaseModel):
         field_title_generator=field_title,
         model_title_generator=model_title,
         json_schema_extra=label_every_field,
+        strict=True,
+        allow_inf_nan=False,
+        str_max_length=MAX_TEXT,
     )

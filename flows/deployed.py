@@ -139,7 +139,7 @@ def release_lock(plan: ReleasePlan, timeout: float) -> Iterator[None]:
     name = lock_name(plan)
     ensure_lock(name)
     # A lease renewal that fails (the API briefly away) must not kill a release halfway:
-    # the cluster-side lease (tasks/guard.py) still keeps other releases out.
+    # the cluster-side lease (canary/ownership.py) still keeps other releases out.
     hold = functools.partial(concurrency, name, strict=True, raise_on_lease_renewal_failure=False)
     with contextlib.ExitStack() as held:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from canary.errors import BadInput
 from canary.models import FIELD_MARK
+from canary.plan import strict_yaml
 from canary.plan.model import ReleasePlan
 
 
@@ -38,15 +40,22 @@ class PlanError(BadInput):
 def load_plan(path: str | Path) -> ReleasePlan:
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            data = file.read(strict_yaml.MAX_BYTES + 1)  # never more, whatever the file is
+        text = strict_yaml.decode(data)
     except OSError as exc:
-        raise PlanError([Problem(source, 0, "", f"cannot read plan: {exc.strerror}")]) from None
+        reason = exc.strerror or str(exc)
+        raise PlanError([Problem(source, 0, "", f"cannot read plan: {reason}")]) from None
+    except strict_yaml.YamlRefused as exc:
+        raise PlanError([Problem(source, exc.line, exc.field, exc.message)]) from None
     return parse_plan(text, source)
 
 
 def parse_plan(text: str, source: str = "<plan>") -> ReleasePlan:
-    node = _compose(text, source)
-    data = yaml.safe_load(text) if node is not None else None
+    try:
+        data, node = strict_yaml.load(text)
+    except strict_yaml.YamlRefused as exc:
+        raise PlanError([Problem(source, exc.line, exc.field, exc.message)]) from None
     if not isinstance(data, dict):
         raise PlanError([Problem(source, 1, "", "a plan is a YAML mapping of fields")])
     return plan_from_dict(data, source, node)
@@ -55,20 +64,20 @@ def parse_plan(text: str, source: str = "<plan>") -> ReleasePlan:
 def plan_from_dict(
     data: dict[str, Any], source: str = "<plan>", node: yaml.Node | None = None
 ) -> ReleasePlan:
+    if node is None and _json_size(data) > strict_yaml.MAX_BYTES:  # a plan not from a file
+        message = f"the plan is larger than {strict_yaml.MAX_BYTES >> 20} MiB"
+        raise PlanError([Problem(source, 0, "", message)])
     try:
         return ReleasePlan.model_validate(data)
     except ValidationError as exc:
         raise PlanError([_problem(err, source, node) for err in exc.errors()]) from None
 
 
-def _compose(text: str, source: str) -> yaml.Node | None:
+def _json_size(data: Any) -> int:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PlanError([Problem(source, line, "", f"YAML syntax error: {reason}")]) from None
+        return len(json.dumps(data, default=str))
+    except (TypeError, ValueError, RecursionError):  # not JSON-like: the model will say so
+        return 0
 
 
 def _problem(err: dict[str, Any], source: str, root: yaml.Node | None) -> Problem:
@@ -96,10 +105,7 @@ def _is_tag(part: Any) -> bool:
 
 
 def _field_path(loc: list[Any]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
+    return strict_yaml.field_path(part if isinstance(part, int) else str(part) for part in loc)
 
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:

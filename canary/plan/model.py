@@ -18,11 +18,21 @@ from pydantic import (
 
 from canary.analysis.spec import JudgeSpec, MetricCheck, NoDataSpec, PrometheusSpec, check_analysis
 from canary.approvals.spec import Gate, Notifications, gate_problems
-from canary.durations import Duration
+from canary.durations import duration_between
+from canary.field_checks import (
+    dns_subdomain,
+    header_value,
+    http_url,
+    image_reference,
+    label_key,
+    manifest_problem,
+    matches_every_value,
+    re2_regex,
+    url_path,
+)
 from canary.models import Model, field_error
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
@@ -33,12 +43,6 @@ def _dns_label(value: str) -> str:
             f"{value!r} is not a Kubernetes name (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
         )
-    return value
-
-
-def _dns_subdomain(value: str) -> str:
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid host name")
     return value
 
 
@@ -55,10 +59,19 @@ def _header_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_dns_label)]
-Host = Annotated[str, AfterValidator(_dns_subdomain)]
+Host = Annotated[str, AfterValidator(dns_subdomain)]
 LabelValue = Annotated[str, AfterValidator(_label_value)]
+LabelKey = Annotated[str, AfterValidator(label_key)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(header_value)]
+Image = Annotated[str, AfterValidator(image_reference)]
 Weight = Annotated[int, Field(gt=0, lt=100)]
+# Bounds on the durations a release waits (every Duration is at most a week anyway).
+Hold = duration_between(0, 24 * 3600)
+Interval = duration_between(1, 3600)
+Readiness = duration_between(1, 24 * 3600)
+CheckTimeout = duration_between(0.001, 600)
+CommandTimeout = duration_between(0.001, 3600)
 
 
 # --- Istio's HTTPMatchRequest, the subset a release needs ----------------------------
@@ -67,21 +80,20 @@ Weight = Annotated[int, Field(gt=0, lt=100)]
 class StringMatch(Model):
     """Istio's StringMatch: exactly one of exact, prefix or regex."""
 
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
+    exact: HeaderValue | None = None
+    prefix: HeaderValue | None = None
+    regex: Annotated[str, AfterValidator(re2_regex)] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> StringMatch:
         given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of exact, prefix or regex")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
         return self
+
+    def matches_every_value(self) -> bool:
+        kind = next(k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None)
+        return matches_every_value(kind, getattr(self, kind))
 
 
 class HttpMatch(Model):
@@ -91,9 +103,18 @@ class HttpMatch(Model):
     uri: StringMatch | None = None
 
     @model_validator(mode="after")
-    def _not_empty(self) -> HttpMatch:
-        if not self.headers and self.uri is None:
-            raise ValueError("a match needs headers or uri")
+    def _on_a_header(self) -> HttpMatch:
+        # A match on the uri alone (or on nothing) takes every user, not a chosen few.
+        if not self.headers:
+            raise ValueError(
+                "a match needs a header or a cookie (headers); without one every user "
+                "would reach the canary"
+            )
+        for name, value in self.headers.items():
+            if value.matches_every_value():
+                raise field_error(
+                    f"headers.{name}", "matches every value, so every user would reach the canary"
+                )
         return self
 
 
@@ -107,7 +128,7 @@ class StableSpec(Model):
 
 class CanarySpec(Model):
     version: LabelValue
-    image: str | None = Field(None, description="Clone the stable Deployment with this image.")
+    image: Image | None = Field(None, description="Clone the stable Deployment with this image.")
     manifest: dict[str, Any] | None = Field(None, description="A full Deployment manifest.")
     deployment: Name | None = Field(None, description="Default: SERVICE-VERSION, e.g. reviews-v2.")
 
@@ -117,6 +138,10 @@ class CanarySpec(Model):
             raise ValueError("give the canary as either image or manifest")
         if self.manifest is not None and self.manifest.get("kind") != "Deployment":
             raise field_error("manifest.kind", "the manifest must be a Deployment")
+        if self.manifest is not None:
+            problem = manifest_problem(self.manifest)
+            if problem is not None:
+                raise field_error(*problem)
         return self
 
 
@@ -124,7 +149,7 @@ class RoutingSpec(Model):
     virtual_service: Name | None = Field(None, description="Defaults to the service name.")
     destination_rule: Name | None = Field(None, description="Defaults to the service name.")
     host: Host | None = Field(None, description="The VirtualService host; defaults to service.")
-    version_label: str = Field("version", description="Pod label that tells versions apart.")
+    version_label: LabelKey = Field("version", description="Pod label that tells versions apart.")
     routes: list[str] = Field(
         default_factory=list,
         description="Names of the http routes to split; default: every route to the host.",
@@ -137,19 +162,17 @@ class RoutingSpec(Model):
 class HttpCheck(Model):
     name: str
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    path: str = "/"
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    path: Annotated[str, AfterValidator(url_path)] = "/"
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     body: str | None = None
     expect_status: int = Field(200, ge=100, le=599)
     body_contains: str | None = None
     count: int = Field(1, ge=1, le=10_000)
-    max_failures: int = Field(0, ge=0)
-    timeout: Duration = 5.0
+    max_failures: int = Field(0, ge=0, le=10_000)
+    timeout: CheckTimeout = 5.0
 
     @model_validator(mode="after")
     def _failures_below_count(self) -> HttpCheck:
-        if not self.path.startswith("/"):
-            raise field_error("path", "must start with '/'")
         if self.max_failures >= self.count:
             raise field_error("maxFailures", "must be below count, or the check cannot fail")
         return self
@@ -158,54 +181,57 @@ class HttpCheck(Model):
 class CommandCheck(Model):
     name: str
     run: str = Field(description="A shell command; exit 0 passes.")
-    timeout: Duration = 60.0
+    timeout: CommandTimeout = 60.0
 
 
 class TestsSpec(Model):
     header: HeaderName = Field(
         "x-canary-test", description="Requests with this header set to the run id reach the canary."
     )
-    base_url: str | None = Field(
+    base_url: Annotated[str, AfterValidator(http_url)] | None = Field(
         None,
         description="Where checks are sent; default: the service in the cluster, on port.",
     )
     port: int = Field(80, ge=1, le=65535)
-    checks: list[HttpCheck] = Field(default_factory=list)
-    commands: list[CommandCheck] = Field(default_factory=list)
+    checks: list[HttpCheck] = Field(default_factory=list, max_length=100)
+    commands: list[CommandCheck] = Field(default_factory=list, max_length=100)
 
 
 class HeaderRouteSpec(Model):
-    match: list[HttpMatch] = Field(min_length=1)
-    hold: Duration = 0.0
+    match: list[HttpMatch] = Field(min_length=1, max_length=100)
+    hold: Hold = 0.0
 
 
 class Step(Model):
     weight: Weight
-    hold: Duration | None = Field(None, description="Defaults to analysis.interval.")
+    hold: Hold | None = Field(None, description="Defaults to analysis.interval.")
 
 
 class AnalysisSpec(Model):
-    interval: Duration = Field(60.0, description="How often checks run; also the default hold.")
-    threshold: int = Field(1, ge=1, description="Failed checks in a row that roll back.")
+    interval: Interval = Field(60.0, description="How often checks run; also the default hold.")
+    threshold: int = Field(1, ge=1, le=1000, description="Failed checks in a row that roll back.")
     max_failures: int | None = Field(
-        None, ge=1, description="Failed checks in all that roll back; defaults to threshold."
+        None, ge=1, le=1000, description="Failed checks in all that roll back; default threshold."
     )
-    step_weights: list[Weight] | None = Field(None, min_length=1)
+    step_weights: list[Weight] | None = Field(None, min_length=1, max_length=99)
     step_weight: Weight | None = None
     max_weight: Weight | None = None
-    metrics: list[MetricCheck] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default_factory=list, max_length=100)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     no_data: NoDataSpec = Field(default_factory=NoDataSpec)
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec)
 
     @model_validator(mode="after")
     def _one_step_form(self) -> AnalysisSpec:
-        if self.interval < 1:
-            raise field_error("interval", "must be at least 1s")
         if self.step_weights is not None and self.step_weight is not None:
             raise field_error("stepWeight", "give stepWeights or stepWeight, not both")
         if self.step_weight is not None and self.max_weight is None:
             raise field_error("maxWeight", "stepWeight needs maxWeight")
+        if self.step_weight is not None and self.max_weight < self.step_weight:
+            raise field_error(
+                "stepWeight",
+                f"is above maxWeight ({self.step_weight} > {self.max_weight}): not one step",
+            )
         _increasing("stepWeights", self.step_weights or [])
         check_analysis(self.metrics, self.judge, self.threshold, self.max_failures)
         return self
@@ -223,12 +249,12 @@ def _increasing(path: str, weights: list[int]) -> None:
 
 
 class PromotionSpec(Model):
-    hold: Duration = Field(0.0, description="How long 100% on the canary is watched.")
+    hold: Hold = Field(0.0, description="How long 100% on the canary is watched.")
 
 
 class CleanupSpec(Model):
     action: Literal["delete", "scaleToZero"] = "delete"
-    delay: Duration = 0.0
+    delay: Hold = 0.0
 
 
 class RollbackSpec(Model):
@@ -241,7 +267,7 @@ class RollbackSpec(Model):
 
 
 class TimeoutsSpec(Model):
-    readiness: Duration = Field(600.0, description="Deadline for the canary to become ready.")
+    readiness: Readiness = Field(600.0, description="Deadline for the canary to become ready.")
 
 
 class ScheduleSpec(Model):
@@ -251,7 +277,7 @@ class ScheduleSpec(Model):
         description="The version the release train releases next; nothing is pending while "
         "it equals stable.version."
     )
-    pending_image: str | None = Field(
+    pending_image: Image | None = Field(
         None,
         description="Its image; default: canary.image (then pendingVersion must be "
         "canary.version).",
@@ -287,12 +313,12 @@ class ReleasePlan(Model):
     tests: TestsSpec = Field(default_factory=TestsSpec)
     header_route: HeaderRouteSpec | None = None
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
-    steps: list[Step] | None = Field(None, min_length=1)
+    steps: list[Step] | None = Field(None, min_length=1, max_length=99)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
-    gates: list[Gate] = Field(default_factory=list, description="Human approvals.")
+    gates: list[Gate] = Field(default_factory=list, max_length=100, description="Human approvals.")
     notifications: Notifications = Field(default_factory=Notifications)
     schedule: ScheduleSpec | None = Field(None, description="A version for the release train.")
 

@@ -145,14 +145,15 @@ def test_custom_metric_queries_are_rendered_with_checked_values():
                 "name": "queue-depth",
                 "thresholdRange": {"max": 5},
                 "interval": "30s",
-                "query": 'max(my_queue{namespace="{{ namespace }}",pod=~"{{ canary }}-.*"}'
-                "[{{interval}}])",
+                "query": 'max(max_over_time(my_queue{namespace="{{ namespace }}",'
+                'pod=~"{{ canary }}-.*"}[{{interval}}]))',
             }
         ]
     )
     result = analyzer(spec, mesh).check()
     assert result.decision is Decision.CONTINUE
-    assert 'max(my_queue{namespace="default",pod=~"reviews-v2-.*"}[30s])' in mesh.queries
+    rendered = 'max(max_over_time(my_queue{namespace="default",pod=~"reviews-v2-.*"}[30s]))'
+    assert rendered in mesh.queries
 
 
 @pytest.mark.parametrize("bad", ['reviews"} or vector(1) #', "Reviews", "a" * 64, ""])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,6 @@ from tests.support.slack_stub import BOT_TOKEN, SlackStub
 from tests.support.waiting import wait_until
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
