@@ -33,6 +33,7 @@ from canary.cluster import REQUEST_TIMEOUT, is_conflict, is_not_found, retrying
 from canary.errors import BadInput, CanaryError
 from canary.plan import ReleasePlan
 from canary.planner import ANNOTATION_PREFIX, unrouted
+from canary.routing.custom_objects import missing_api
 from canary.routing.factory import router_for
 
 LEASE = ANNOTATION_PREFIX + "lease"
@@ -227,6 +228,8 @@ class RouteLease:
         except ApiException as exc:
             if is_conflict(exc):
                 return False
+            if current is None and is_not_found(exc):
+                raise missing_api(self.route.group, self.route.version, self.route.plural) from None
             raise
         return True
 

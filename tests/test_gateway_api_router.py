@@ -13,6 +13,7 @@ from canary.lease import LEASE, RouteLease, annotations_of
 from canary.planner import HttpRouteRouting, phase_named, phases, rollback_routing, routing_for
 from canary.resume import unfinished
 from canary.routing import Router, RoutingMismatch
+from canary.routing.custom_objects import RouteApiMissing
 from canary.routing.factory import router_for
 from canary.routing.gateway_api import HTTP_ROUTES, GatewayApiRouter
 from canary.routing.istio import IstioRouter
@@ -311,3 +312,13 @@ def test_the_lease_and_the_phase_reached_are_on_the_http_route(kube, plan):
     lease.release("r1", "run-a", "rolled-back")
     assert LEASE not in annotations_of(kube.get(HTTP_ROUTES, "reviews"))
     assert kube.get("virtualservices", "reviews") is None
+
+
+def test_an_api_server_without_the_httproute_crd_is_one_clear_line(plan):
+    kube = FakeKube(served=("services", "deployments"))
+    expected = "does not serve httproutes.gateway.networking.k8s.io/v1: install its CRD"
+
+    with pytest.raises(RouteApiMissing, match=expected):
+        RouteLease(kube.api_client(), plan, ttl=30).acquire("r1", "run-a")
+    with pytest.raises(RouteApiMissing, match=expected):
+        router_of(kube, plan).set_routes(routing_for(plan, phase_named(plan, "isolate"), "r1"))

@@ -14,7 +14,20 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import REQUEST_TIMEOUT, is_not_found, retrying
+from canary.errors import CanaryError
 from canary.planner import PLANNER_ANNOTATIONS, same_routing
+
+
+class RouteApiMissing(CanaryError):
+    """The API server does not serve the routes' API: its CRD is not installed."""
+
+
+def missing_api(group: str, version: str, plural: str) -> RouteApiMissing:
+    """The error of a create answered 404: no such resource on this server."""
+    return RouteApiMissing(
+        f"the API server does not serve {plural}.{group}/{version}: install its CRD "
+        "(or pick another routing.provider)"
+    )
 
 
 class CustomObjectRouter:
@@ -35,12 +48,20 @@ class CustomObjectRouter:
         def write_if_changed() -> None:
             current = self._read(plural, name)
             if current is None:
-                self._call("create_namespaced_custom_object", plural, body=desired)
+                self._create(plural, desired)
             elif not same_routing(desired, current):
                 body = replacement(current, desired)
                 self._call("replace_namespaced_custom_object", plural, name=name, body=body)
 
         retrying(write_if_changed, what=f"write {plural}/{name}", timeout=self.retry_timeout)
+
+    def _create(self, plural: str, desired: dict[str, Any]) -> None:
+        try:
+            self._call("create_namespaced_custom_object", plural, body=desired)
+        except ApiException as exc:
+            if is_not_found(exc):
+                raise missing_api(self.group, self.version, plural) from None
+            raise
 
     def _read(self, plural: str, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:

@@ -95,7 +95,8 @@ class ApiError(Exception):
 
 
 class FakeKube:
-    def __init__(self) -> None:
+    def __init__(self, served: tuple[str, ...] = ("services", "deployments", "httproutes")):
+        self.served = served  # resources (plurals) served; others answer 404, as unknown
         self._objects: dict[Key, dict[str, dict[str, Any]]] = {}
         self._lock = threading.RLock()
         self._versions = itertools.count(1)
@@ -142,13 +143,15 @@ class FakeKube:
         found = _PATH.match(parts.path)
         with self._lock:
             try:
-                if found is None:
-                    raise ApiError(404, "NotFound", f"the server could not find {parts.path}")
+                if found is None or found["plural"] not in self.served:
+                    raise ApiError(
+                        404, "NotFound", "the server could not find the requested resource"
+                    )
                 status, answer = self._serve(method, found, body)
             except ApiError as exc:
                 status, answer = exc.status, _status(exc)
             self.requests.append(Request(method, parts.path, parts.query, status))
-        if method != "GET" and status < 300 and self.after_write is not None:
+        if found is not None and method != "GET" and status < 300 and self.after_write:
             self.after_write(method, found["plural"], found["name"] or _name_of(body))
         return status, answer
 
