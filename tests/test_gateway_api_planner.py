@@ -23,7 +23,7 @@ from canary.planner import (
     routing_for,
     unrouted,
 )
-from canary.planner.gateway_api import RouteTooLarge
+from canary.planner.gateway_api import UnwritableRoute
 from tests.support.gateway_api_crd import bookinfo_objects, defaulted, route_errors, served_versions
 
 PLAN = "configs/bookinfo-reviews-gateway-api.yaml"
@@ -157,6 +157,25 @@ def test_a_regex_match_is_a_regular_expression_header_match():
     route = routing_for(plan, phase_named(plan, "header-route"), "r").route
     assert route["spec"]["rules"][0]["matches"][0]["headers"] == [
         {"name": "end-user", "type": "RegularExpression", "value": "^(jason|ann)$"}
+    ]
+
+
+def test_a_uri_match_is_a_path_match_of_its_own():
+    text = (
+        Path(PLAN)
+        .read_text()
+        .replace(
+            "    - headers:\n        end-user:\n          exact: jason",
+            "    - uri: {prefix: /reviews/2}\n      headers: {end-user: {exact: jason}}",
+        )
+    )
+    plan = parse_plan(text)
+    state = routing_for(plan, phase_named(plan, "header-route"), "r", HttpRouteRouting(USER_ROUTE))
+    assert state.http_route["spec"]["rules"][0]["matches"] == [
+        {
+            "path": {"type": "PathPrefix", "value": "/reviews/2"},
+            "headers": [{"name": "end-user", "type": "Exact", "value": "jason"}],
+        }
     ]
 
 
@@ -312,5 +331,16 @@ def test_a_route_beyond_the_gateway_apis_bounds_is_a_clear_error():
     extra = copy.deepcopy(route["spec"]["rules"][0])
     route["spec"]["rules"] += [{**extra, "name": f"admin-{i}"} for i in range(14)]
     routing_for(plan, phase_named(plan, "isolate"), "r", HttpRouteRouting(route))  # 16 rules
-    with pytest.raises(RouteTooLarge, match=r"HTTPRoute default/reviews would hold 17 rules"):
+    with pytest.raises(UnwritableRoute, match=r"HTTPRoute default/reviews would hold 17 rules"):
         routing_for(plan, phase_named(plan, "test"), "r", HttpRouteRouting(route))
+
+
+def test_a_redirecting_rule_named_to_be_split_is_a_clear_error():
+    plan = parse_plan(
+        Path(PLAN).read_text().replace("port: 9080\ntests", "port: 9080\n  routes: [old]\ntests")
+    )
+    route = copy.deepcopy(USER_ROUTE)
+    redirect = {"type": "RequestRedirect", "requestRedirect": {"statusCode": 301}}
+    route["spec"]["rules"].append({"name": "old", "filters": [redirect]})
+    with pytest.raises(UnwritableRoute, match="rule old redirects, so it cannot be split"):
+        routing_for(plan, phase_named(plan, "isolate"), "r", HttpRouteRouting(route))

@@ -24,6 +24,7 @@ from typing import Any
 
 from canary.errors import CanaryError
 from canary.plan import HttpMatch, ReleasePlan
+from canary.plan.model import StringMatch
 from canary.planner.objects import RELEASE_ANNOTATION, annotate, metadata
 from canary.planner.phases import Split, is_managed_route
 
@@ -40,8 +41,8 @@ _HEADER_TYPES = {"exact": "Exact", "regex": "RegularExpression"}
 _PATH_TYPES = {"exact": "Exact", "prefix": "PathPrefix", "regex": "RegularExpression"}
 
 
-class RouteTooLarge(CanaryError):
-    """The HTTPRoute would exceed the bounds the Gateway API puts on a route."""
+class UnwritableRoute(CanaryError):
+    """The HTTPRoute would break the Gateway API's rules (its bounds, its filters)."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,15 @@ def render(
 ) -> HttpRouteRouting:
     route = _http_route(plan, split, current.http_route if current else None)
     annotate(route, release_id, phase_name)
-    kept = {plan.stable_service: split.keep_stable, plan.canary_service: split.keep_canary}
     named = set(backend_names(route))
-    versions = {plan.stable_service: plan.stable.version, plan.canary_service: plan.canary.version}
+    versions = [
+        (plan.stable_service, plan.stable.version, split.keep_stable),
+        (plan.canary_service, plan.canary.version, split.keep_canary),
+    ]
     services = tuple(
-        version_service(plan, name, versions[name], release_id)
-        for name in versions
-        if kept[name] or name in named
+        version_service(plan, name, version, release_id)
+        for name, version, kept in versions
+        if kept or name in named  # a rule the user keeps may still name it
     )
     return HttpRouteRouting(route, services)
 
@@ -103,16 +106,13 @@ def unrouted(plan: ReleasePlan) -> dict[str, Any]:
     """An HTTPRoute that routes as the Service alone does: to the Service itself."""
     rule = {
         "matches": [{"path": dict(DEFAULT_PATH)}],
-        "backendRefs": [_backend(plan.service, _port(plan), 1)],
+        "backendRefs": [_backend(plan.service, _port(plan), 100)],
     }
     return {
         "apiVersion": API_VERSION,
         "kind": "HTTPRoute",
         "metadata": {"name": plan.http_route, "namespace": plan.namespace},
-        "spec": {
-            "parentRefs": [parent_ref(plan)],
-            "rules": [rule],
-        },
+        "spec": {"parentRefs": [parent_ref(plan)], "rules": [rule]},
     }
 
 
@@ -159,6 +159,7 @@ def _http_route(plan: ReleasePlan, split: Split, current: dict[str, Any] | None)
         user_rules.append({"matches": [{"path": dict(DEFAULT_PATH)}]})
         split_indexes = [len(user_rules) - 1]
     split_rules = [user_rules[i] for i in split_indexes]
+    _check_splittable(plan, split_rules)
     port = _port_of(plan, split_rules)
     for rule in split_rules:
         rule["backendRefs"] = _weighted(plan, port, split)
@@ -224,7 +225,7 @@ def _backend(name: str, port: int, weight: int) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, "port": port, "weight": weight}
 
 
-def _narrowing(matches: list[HttpMatch], split_rules: list[dict[str, Any]]) -> list[dict]:
+def _narrowing(matches: list[HttpMatch], split_rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The route matches of a match rule: each plan match within each split rule's matches.
 
     A plan match with a uri stands alone (its path decides where it applies).
@@ -238,7 +239,7 @@ def _narrowing(matches: list[HttpMatch], split_rules: list[dict[str, Any]]) -> l
     for match in matches:
         headers = _headers(match)
         if match.uri is not None:
-            narrowed = [{"path": _path(match), **({"headers": headers} if headers else {})}]
+            narrowed = [{"path": _path(match.uri), **({"headers": headers} if headers else {})}]
         else:
             narrowed = [_with_headers(scope, headers) for scope in scopes]
         out += [m for m in narrowed if m not in out]
@@ -253,9 +254,7 @@ def _headers(match: HttpMatch) -> list[dict[str, str]]:
     return out
 
 
-def _path(match: HttpMatch) -> dict[str, str]:
-    uri = match.uri
-    assert uri is not None
+def _path(uri: StringMatch) -> dict[str, str]:
     kind = next(k for k in _PATH_TYPES if getattr(uri, k) is not None)
     return {"type": _PATH_TYPES[kind], "value": getattr(uri, kind)}
 
@@ -270,16 +269,27 @@ def _with_headers(scope: dict[str, Any], headers: list[dict[str, str]]) -> dict[
     return narrowed
 
 
+def _check_splittable(plan: ReleasePlan, rules: list[dict[str, Any]]) -> None:
+    """A redirecting rule has no backends to split (the CRD refuses both together)."""
+    for rule in rules:
+        if any(f.get("type") == "RequestRedirect" for f in rule.get("filters") or []):
+            name = rule.get("name", "without a name")
+            raise UnwritableRoute(
+                f"HTTPRoute {plan.namespace}/{plan.http_route}: rule {name} redirects, so it "
+                "cannot be split; leave it out of routing.routes"
+            )
+
+
 def _check_bounds(plan: ReleasePlan, rules: list[dict[str, Any]]) -> None:
     where = f"HTTPRoute {plan.namespace}/{plan.http_route}"
     if len(rules) > MAX_RULES:
-        raise RouteTooLarge(
+        raise UnwritableRoute(
             f"{where} would hold {len(rules)} rules with the pipeline's; the Gateway API "
             f"allows {MAX_RULES}"
         )
     counts = [len(r.get("matches") or [None]) for r in rules]
     if max(counts) > MAX_MATCHES_PER_RULE or sum(counts) > MAX_MATCHES:
-        raise RouteTooLarge(
+        raise UnwritableRoute(
             f"{where} would hold {sum(counts)} matches ({max(counts)} in one rule) with the "
             f"pipeline's; the Gateway API allows {MAX_MATCHES} ({MAX_MATCHES_PER_RULE} a rule)"
         )
