@@ -16,6 +16,7 @@ import yaml
 from canary.arguments import CommandParser
 from canary.exit_codes import BAD_INPUT, ERROR
 from canary.plan import PlanError, ReleasePlan, load_plan
+from canary.plan.model import GATEWAY_API
 from canary.planner import Phase, PhaseKind, phases, routing_for
 
 DRY_RUN_ID = "dry-run"
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="canary",
-        description="Canary releases on Kubernetes with Istio.",
+        description="Canary releases on Kubernetes with Istio or the Gateway API.",
         epilog=_more_commands(),
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
@@ -93,27 +94,50 @@ def plan_yaml(plan: ReleasePlan, release_id: str = DRY_RUN_ID) -> str:
                 "phase": phase.name,
                 "canaryWeight": phase.canary_weight,
                 "deployments": deployment_actions(plan, phase),
-                "virtualService": routing.virtual_service,
-                "destinationRule": routing.destination_rule,
+                **routing.documents(),
             }
         )
     return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
 
 
 def plan_table(plan: ReleasePlan) -> str:
-    rows = [("PHASE", plan.stable.version, plan.canary.version, "HOLD", "DEPLOYMENTS")]
+    """One row per phase: each version's share, the hold, and what changes in the cluster.
+
+    A gateway-api plan's columns are the versions' Services, and a column says which
+    Services a phase creates (when missing) or deletes (when the release created them).
+    """
+    gateway = plan.routing.provider == GATEWAY_API
+    stable, canary = (
+        (plan.stable_service, plan.canary_service)
+        if gateway
+        else (plan.stable.version, plan.canary.version)
+    )
+    rows = [("PHASE", stable, canary, "HOLD", *(["SERVICES"] if gateway else []), "DEPLOYMENTS")]
+    services: list[str] = []
     for phase in phases(plan):
         routes = "header match" if phase.kind is PhaseKind.HEADER_ROUTE else ""
         routes = "test header" if phase.kind is PhaseKind.TEST else routes
-        canary = f"{phase.canary_weight}%" + (f" + {routes}" if routes else "")
+        share = f"{phase.canary_weight}%" + (f" + {routes}" if routes else "")
         hold = f"{phase.hold:g}s" if phase.hold else "-"
-        actions = "; ".join(deployment_actions(plan, phase)) or "-"
-        rows.append((phase.name, f"{100 - phase.canary_weight}%", canary, hold, actions))
+        row = [phase.name, f"{100 - phase.canary_weight}%", share, hold]
+        if gateway:
+            wanted = routing_for(plan, phase, DRY_RUN_ID).documents()["services"]
+            names = [service["metadata"]["name"] for service in wanted]
+            row.append("; ".join(service_actions(services, names)) or "-")
+            services = names
+        row.append("; ".join(deployment_actions(plan, phase)) or "-")
+        rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def service_actions(before: list[str], after: list[str]) -> list[str]:
+    created = [f"create {name} if missing" for name in after if name not in before]
+    deleted = [f"delete {name} if this release created it" for name in before if name not in after]
+    return created + deleted
 
 
 def deployment_actions(plan: ReleasePlan, phase: Phase) -> list[str]:

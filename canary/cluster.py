@@ -1,4 +1,4 @@
-"""The Kubernetes API as the release needs it: Deployments, readiness, and retries.
+"""The Kubernetes API as the release needs it: Deployments, readiness, Services, retries.
 
 Everything goes through the official client and reads and writes plain dicts (the JSON
 the API server speaks), so manifests can be compared and cloned without model classes.
@@ -22,6 +22,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from canary.errors import BadInput, CanaryError, describe
+from canary.planner.objects import RELEASE_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def readiness_summary(deployment: dict[str, Any] | None) -> str:
 
 
 class Cluster:
-    """Deployments in one namespace, with every call retried on transient errors."""
+    """Deployments and Services in one namespace, every call retried on transient errors."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str, *, retry_timeout: float = 30.0):
         self.namespace = namespace
@@ -188,20 +189,6 @@ class Cluster:
 
     def get_deployment(self, name: str) -> dict[str, Any] | None:
         return self._retry(f"read Deployment {name}", lambda: self._read(name))
-
-    def get_service(self, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                response = self._core.read_namespaced_service(
-                    name, self.namespace, **self._call_options()
-                )
-            except ApiException as exc:
-                if is_not_found(exc):
-                    return None
-                raise
-            return self._json(response)
-
-        return self._retry(f"read Service {name}", read)
 
     def apply_deployment(
         self,
@@ -259,6 +246,68 @@ class Cluster:
                     f"({readiness_summary(deployment)})"
                 )
             time.sleep(min(POLL_INTERVAL, left))
+
+    # --- Services --------------------------------------------------------------------
+    #
+    # A Service a release creates carries the release's id (annotation
+    # canary.release/release-id, as the canary Deployment does): the mark of ownership.
+    # A release deletes a Service only when it carries its own id.
+
+    def get_service(self, name: str) -> dict[str, Any] | None:
+        return self._retry(f"read Service {name}", lambda: self._read_service(name))
+
+    def create_service(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the Service unless one of its name exists (that one is used as it is).
+
+        Returns the Service and whether it was created.
+        """
+        name = manifest["metadata"]["name"]
+
+        def create() -> tuple[dict[str, Any], bool]:
+            current = self._read_service(name)
+            if current is not None:
+                return current, False
+            # Created meanwhile (409): `_retry` runs this again, which finds it.
+            response = self._core.create_namespaced_service(
+                self.namespace, manifest, **self._call_options()
+            )
+            return self._json(response), True
+
+        return self._retry(f"create Service {name}", create)
+
+    def delete_service(self, name: str, *, owner: str) -> bool:
+        """Delete the Service if it carries `owner`'s mark; False (no write) otherwise.
+
+        The delete names the uid read, so a Service made anew meanwhile is not deleted.
+        """
+
+        def delete() -> bool:
+            current = self._read_service(name)
+            if current is None or created_by(current) != owner:
+                return False
+            options = {"preconditions": {"uid": current["metadata"].get("uid")}}
+            try:
+                self._core.delete_namespaced_service(
+                    name, self.namespace, body=options, **self._call_options()
+                )
+            except ApiException as exc:
+                if is_not_found(exc):
+                    return False
+                raise  # a conflict (another uid) is retried: read again, decide again
+            return True
+
+        return self._retry(f"delete Service {name}", delete)
+
+    def _read_service(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self._core.read_namespaced_service(
+                name, self.namespace, **self._call_options()
+            )
+        except ApiException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return self._json(response)
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -319,6 +368,12 @@ class Cluster:
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
         return json.loads(response.data or b"{}")
+
+
+def created_by(obj: dict[str, Any]) -> str | None:
+    """The release that created an object, by its mark (None: not made by a release)."""
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    return notes.get(RELEASE_ANNOTATION)
 
 
 def _with_desired(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from canary.errors import BadInput
 from canary.identity import release_key
-from canary.lease import LeaseHeld, LeaseLost, VirtualServiceLease
+from canary.lease import LeaseHeld, LeaseLost, RouteLease
 from canary.release import Release
 from canary.resume import unfinished
 from canary.stopping import StopWatch, stop_requested
@@ -46,7 +46,7 @@ class Guarded:
     release: Release
     resume_from: str | None
     holder: str
-    lease: VirtualServiceLease
+    lease: RouteLease
     stop_watch: StopWatch
     lost: LeaseLost | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -126,7 +126,7 @@ def guarding(release: Release, explicit_id: bool = False) -> Iterator[Guarded]:
 def claim(release: Release, explicit_id: bool = False) -> Guarded:
     """Decide the release id and resume point, and take the service's lease."""
     plan = release.plan
-    lease = VirtualServiceLease(release.target.api_client(), plan, ttl=lease_ttl())
+    lease = RouteLease(release.target.api_client(), plan, ttl=lease_ttl())
     found = unfinished(plan, lease.read())
     release_id, resume_from = release.release_id, None
     if found is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from canary.events import EventKind
 from canary.identity import release_key
-from canary.lease import VirtualServiceLease, lease_of
+from canary.lease import RouteLease, lease_of
 from canary.ownership import guarded_by, lease_ttl
 from canary.plan import ReleasePlan, plan_from_dict
 from canary.plan.configs import plan_to_release
@@ -109,5 +109,5 @@ def _plan_of(params: dict[str, Any], run_id: str) -> ReleasePlan | None:
         return None
 
 
-def _lease(release: Release) -> VirtualServiceLease:
-    return VirtualServiceLease(release.target.api_client(), release.plan, ttl=lease_ttl())
+def _lease(release: Release) -> RouteLease:
+    return RouteLease(release.target.api_client(), release.plan, ttl=lease_ttl())

@@ -14,7 +14,7 @@ from canary.cluster import ReadinessTimeout, retrying
 from canary.errors import CanaryError
 from canary.identity import release_key
 from canary.manifests import owner_of
-from canary.planner import Routing, canary_weight, managed_route_names, rollback_routing
+from canary.planner import RoutingState, rollback_routing
 from canary.release import Release, cluster_of, router_of
 from canary.routing import RoutingMismatch
 from canary.stable_record import recorded_stable
@@ -56,7 +56,7 @@ def stop_canary_traffic(release: Release) -> None:
         )
 
 
-def route_to_stable(release: Release, current: Routing | None) -> None:
+def route_to_stable(release: Release, current: RoutingState | None) -> None:
     router = router_of(release)
     desired = rollback_routing(release.plan, release.release_id, current)
     router.set_routes(desired)
@@ -137,6 +137,7 @@ def _runs(deployment: dict[str, Any] | None) -> bool:
     return deployment is not None and deployment.get("spec", {}).get("replicas", 1) > 0
 
 
-def sends_to_canary(release: Release, routing: Routing) -> bool:
-    vs = routing.virtual_service
-    return bool(vs) and (canary_weight(release.plan, vs) > 0 or bool(managed_route_names(vs)))
+def sends_to_canary(release: Release, routing: RoutingState) -> bool:
+    return bool(routing.route) and (
+        routing.canary_weight(release.plan) > 0 or bool(routing.managed_route_names())
+    )

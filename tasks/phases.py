@@ -25,7 +25,7 @@ from canary.identity import release_key
 from canary.manifests import canary_deployment, owner_of, same_deployment
 from canary.notify.console import run_logger
 from canary.ownership import guarded_by
-from canary.planner import Phase, Routing, canary_weight, routing_for
+from canary.planner import Phase, RoutingState, routing_for
 from canary.release import Release, cluster_of, emit, router_of
 from canary.rollback import land_rollback, stop_canary_traffic
 from canary.round_checks import HealthCheckFailed
@@ -65,7 +65,7 @@ phase_task = functools.partial(
 
 @phase_task(name="isolate")
 def isolate(release: Release, phase_name: str = "isolate") -> None:
-    """Pin all traffic to stable, with a subset ready for the canary."""
+    """Pin all traffic to stable, with a destination (subset, Service) ready for the canary."""
     require_stable(release)
     apply_routing(release, release.phase(phase_name))
 
@@ -123,7 +123,7 @@ def promote(release: Release, phase_name: str = "promote") -> None:
 
 @phase_task(name="cleanup")
 def cleanup(release: Release, phase_name: str = "cleanup") -> None:
-    """Drop the stable subset, wait the plan's delay, retire the stable Deployment."""
+    """Drop stable's destination, wait the plan's delay, retire the stable Deployment."""
     plan = release.plan
     apply_routing(release, release.phase(phase_name))
     time.sleep(plan.cleanup.delay)
@@ -174,15 +174,15 @@ def require_stable(release: Release) -> dict[str, Any]:
     return stable
 
 
-def apply_routing(release: Release, phase: Phase) -> Routing:
+def apply_routing(release: Release, phase: Phase) -> RoutingState:
     """Make the cluster route as the planner says for `phase`, and read it back."""
     router = router_of(release)
     current = router.get_routes()
     desired = routing_for(release.plan, phase, release.release_id, current)
     router.set_routes(desired)
     router.verify(desired)
-    before = canary_weight(release.plan, current.virtual_service) if current else 0
-    after = canary_weight(release.plan, desired.virtual_service)
+    before = current.canary_weight(release.plan) if current else 0
+    after = desired.canary_weight(release.plan)
     if after != before:
         emit(release, EventKind.WEIGHT_CHANGED, phase.name, canary_weight=after)
     return desired

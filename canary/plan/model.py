@@ -145,15 +145,146 @@ class CanarySpec(Model):
         return self
 
 
+ISTIO = "istio"
+GATEWAY_API = "gateway-api"
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1035, as Services need
+_RULE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ISTIO_ONLY = {"virtual_service": "VirtualService", "destination_rule": "DestinationRule"}
+_GATEWAY_API_ONLY = ("http_route", "port", "stable_service", "canary_service")
+# An HTTPRoute path of type Exact or PathPrefix (the CRD's validation rules).
+_ROUTE_PATH = re.compile(r"^/(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$")
+_ROUTE_PATH_REFUSED = ("//", "/./", "/../", "%2f", "%2F", "#")
+MAX_MATCHES_PER_RULE = 64  # an HTTPRoute rule's matches (the CRD's maxItems)
+
+
+def _service_name(value: str) -> str:
+    if not _SERVICE_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a Service name (lower-case letters, digits and '-', starting "
+            "with a letter, at most 63 characters)"
+        )
+    return value
+
+
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+
+
 class RoutingSpec(Model):
+    provider: Literal["istio", "gateway-api"] = Field(
+        ISTIO,
+        description="The traffic API: Istio's VirtualService and DestinationRule, or the "
+        "Kubernetes Gateway API's HTTPRoute with one Service per version.",
+    )
     virtual_service: Name | None = Field(None, description="Defaults to the service name.")
     destination_rule: Name | None = Field(None, description="Defaults to the service name.")
     host: Host | None = Field(None, description="The VirtualService host; defaults to service.")
+    http_route: Name | None = Field(None, description="gateway-api: defaults to the service name.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="gateway-api: the Service port the HTTPRoute routes."
+    )
+    stable_service: ServiceName | None = Field(
+        None, description="gateway-api: the stable version's Service; default SERVICE-VERSION."
+    )
+    canary_service: ServiceName | None = Field(
+        None, description="gateway-api: the canary version's Service; default SERVICE-VERSION."
+    )
     version_label: LabelKey = Field("version", description="Pod label that tells versions apart.")
     routes: list[str] = Field(
         default_factory=list,
         description="Names of the http routes to split; default: every route to the host.",
     )
+
+    @model_validator(mode="after")
+    def _fields_of_the_provider(self) -> RoutingSpec:
+        if self.provider == ISTIO:
+            for name in _GATEWAY_API_ONLY:
+                if getattr(self, name) is not None:
+                    raise field_error(_camel(name), "only for provider: gateway-api")
+            return self
+        for name, kind in _ISTIO_ONLY.items():
+            if getattr(self, name) is not None:
+                raise field_error(
+                    _camel(name),
+                    f"a gateway-api plan has no {kind}: the HTTPRoute's backends are one "
+                    "Service per version (routing.stableService, routing.canaryService)",
+                )
+        if self.host is not None:
+            raise field_error(
+                "host", "a gateway-api plan routes the Service itself (its parent); remove host"
+            )
+        if self.port is None:
+            raise field_error(
+                "port", "a gateway-api plan needs the Service port its HTTPRoute routes (e.g. 9080)"
+            )
+        for index, name in enumerate(self.routes):
+            if not _RULE_NAME.fullmatch(name) or len(name) > 253:
+                raise field_error(f"routes[{index}]", f"{name!r} cannot name an HTTPRoute rule")
+        return self
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _check_gateway_api(plan: ReleasePlan) -> None:
+    """What an HTTPRoute and per-version Services need of a plan beyond the routing spec."""
+    versions = {"stable": plan.stable.version, "canary": plan.canary.version}
+    services = {"stable": plan.stable_service, "canary": plan.canary_service}
+    for role, service in services.items():
+        given = getattr(plan.routing, f"{role}_service")
+        if given is None and not _SERVICE_NAME.fullmatch(service):
+            raise field_error(
+                f"{role}.version",
+                f"{service!r} (<service>-<version>) is not a Service name; give "
+                f"routing.{role}Service",
+            )
+        if service in versions.values():
+            raise field_error(
+                f"routing.{role}Service",
+                f"{service!r} is a version (a DestinationRule subset name); an HTTPRoute "
+                f"backend is a Service, e.g. {plan.service}-{versions[role]}",
+            )
+        if service == plan.service:
+            raise field_error(
+                f"routing.{role}Service",
+                f"{service!r} is the routed Service itself (the HTTPRoute's parent); give the "
+                "Service of one version",
+            )
+    if services["stable"] == services["canary"]:
+        raise field_error("routing.canaryService", "must differ from routing.stableService")
+    if plan.header_route is not None:
+        _check_route_matches(plan.header_route.match)
+
+
+def _check_route_matches(matches: list[HttpMatch]) -> None:
+    if len(matches) > MAX_MATCHES_PER_RULE:
+        raise field_error(
+            "headerRoute.match", f"an HTTPRoute rule holds at most {MAX_MATCHES_PER_RULE} matches"
+        )
+    for index, match in enumerate(matches):
+        where = f"headerRoute.match[{index}]"
+        for name, value in match.headers.items():
+            if value.prefix is not None:
+                raise field_error(
+                    f"{where}.headers.{name}",
+                    "an HTTPRoute matches a header exactly or by regex; give exact or regex",
+                )
+            if not (value.exact or value.regex):
+                raise field_error(f"{where}.headers.{name}", "an HTTPRoute header value is empty")
+        uri = match.uri
+        path = uri.exact if uri is not None and uri.exact is not None else None
+        path = uri.prefix if uri is not None and uri.prefix is not None else path
+        if path is not None and (
+            not _ROUTE_PATH.fullmatch(path)
+            or any(bad in path for bad in _ROUTE_PATH_REFUSED)
+            or path.endswith(("/.", "/.."))
+        ):
+            raise field_error(
+                f"{where}.uri",
+                f"{path!r} is not an HTTPRoute path (absolute, no '//', '/./', '/../', "
+                "'%2f' or '#')",
+            )
 
 
 # --- Phases ---------------------------------------------------------------------------
@@ -336,6 +467,8 @@ class ReleasePlan(Model):
             raise field_error(*problems[0])
         if self.schedule is not None:
             _check_schedule(self.schedule, self.stable, self.canary)
+        if self.routing.provider == GATEWAY_API:
+            _check_gateway_api(self)
         return self
 
     def _gate_places(self) -> list[str]:
@@ -357,6 +490,20 @@ class ReleasePlan(Model):
     @property
     def destination_rule(self) -> str:
         return self.routing.destination_rule or self.service
+
+    @property
+    def http_route(self) -> str:
+        return self.routing.http_route or self.service
+
+    @property
+    def stable_service(self) -> str:
+        """gateway-api: the Service of the stable version, an HTTPRoute backend."""
+        return self.routing.stable_service or f"{self.service}-{self.stable.version}"
+
+    @property
+    def canary_service(self) -> str:
+        """gateway-api: the Service of the canary version, an HTTPRoute backend."""
+        return self.routing.canary_service or f"{self.service}-{self.canary.version}"
 
     @property
     def stable_deployment(self) -> str:

@@ -120,7 +120,7 @@ def test_releases_under_chaos_end_and_never_strand_traffic(
 ):
     """All seeds of a fault at once, each release on its own sandbox (they mostly wait)."""
     if fault.short_api_timeout:  # a stall then outlasts the client, as a real timeout does
-        for module in ("canary.cluster", "canary.routing.istio", "canary.lease"):
+        for module in ("canary.cluster", "canary.routing.custom_objects", "canary.lease"):
             monkeypatch.setattr(f"{module}.REQUEST_TIMEOUT", (0.5, 1.0))
     with fault_setup(fault) as slack:
         trials = [new_trial(fault, seed, start_sandbox, fast_plan, slack) for seed in SEEDS]

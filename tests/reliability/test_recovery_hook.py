@@ -26,7 +26,7 @@ from canary.lease import (
     IDENTITY,
     LEASE,
     OUTCOME,
-    VirtualServiceLease,
+    RouteLease,
     annotations_of,
     lease_of,
 )
@@ -120,7 +120,7 @@ def test_a_hook_whose_plan_names_another_release_leaves_it_alone(
     box = start_sandbox("healthy")
     run = stopped_run(plan="reviews.yaml", version="v3", image=V3, kubeconfig=box.kubeconfig)
     # The run took the service for v2: its plan file said v2 then, it says v3 now.
-    lease = VirtualServiceLease(api_client(box.kubeconfig), plan_from_dict(plan_data()), ttl=30)
+    lease = RouteLease(api_client(box.kubeconfig), plan_from_dict(plan_data()), ttl=30)
     lease.acquire("release-1", str(run.id))
     caplog.set_level(logging.WARNING, logger="canary.recovery")
 
