@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
 DEFAULT_KUBECONFIG = Path(".runtime") / "sandbox.kubeconfig"
 BAD_INPUT = 2
@@ -84,7 +84,7 @@ def sandbox_main(argv: Sequence[str]) -> int:
         if args.istio_crds and not Path(args.istio_crds).is_file():
             raise _UsageError(f"--istio-crds: no such file: {args.istio_crds}")
         from sandbox.chaos import Chaos
-        from sandbox.server import Sandbox  # the heavy imports only once the flags are good
+        from sandbox.emulated import Sandbox  # the heavy imports only once the flags are good
 
         chaos = Chaos(args.chaos) if args.chaos else None
         extra = [name.strip() for name in args.extra_services.split(",") if name.strip()]

@@ -25,7 +25,7 @@ from canary.cluster import (
     retrying,
 )
 from canary.manifests import canary_deployment, same_deployment
-from sandbox.kubeconfig import write_kubeconfig
+from sandbox.kube.kubeconfig import write_kubeconfig
 
 
 def cluster_of(box: Any) -> Cluster:

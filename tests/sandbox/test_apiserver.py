@@ -18,7 +18,7 @@ from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from sandbox import bookinfo
-from sandbox.server import Sandbox
+from sandbox.emulated import Sandbox
 from tests.sandbox.conftest import REFERENCE
 from tests.support.waiting import wait_until
 
@@ -347,6 +347,7 @@ def test_strategic_merge_patch_is_refused_on_custom_objects(sandbox, namespace, 
         headers={"Content-Type": "application/strategic-merge-patch+json"})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
+    caught.value.close()  # the error holds the answer's connection
     assert caught.value.code == 415
 
 

@@ -7,18 +7,18 @@ from dataclasses import dataclass
 import pytest
 
 from sandbox import bookinfo
-from sandbox.apiserver import ApiServer
-from sandbox.controller import ReadinessController, template_hash
-from sandbox.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
-from sandbox.selectors import (
+from sandbox.kube.apiserver import ApiServer
+from sandbox.kube.controller import ReadinessController, template_hash
+from sandbox.kube.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
+from sandbox.kube.selectors import (
     SelectorError,
     field_matches,
     matches,
     parse_field_selector,
     parse_label_selector,
 )
-from sandbox.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore
-from sandbox.validation import parse_duration_ns
+from sandbox.kube.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore
+from sandbox.kube.validation import parse_duration_ns
 
 
 # ------------------------------------------------------------------ patches

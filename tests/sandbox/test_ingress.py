@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.ingress import IngressServer
-from sandbox.istio_metrics import IstioMetrics
+from sandbox.mesh.ingress import IngressServer
+from sandbox.mesh.istio_metrics import IstioMetrics
 from tests.support.mesh_objects import FakeStore, bookinfo_reviews, header_vs, split_vs
 
 

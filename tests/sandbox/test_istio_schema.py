@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
-from sandbox.istio_schema import VERSIONS, IstioValidator, resource_schema
-from sandbox.validation import parse_duration_ns
+from sandbox.kube.istio_schema import VERSIONS, IstioValidator, resource_schema
+from sandbox.kube.validation import parse_duration_ns
 from tests.sandbox.conftest import REFERENCE
 
 CRD_FILE = REFERENCE / "networking-crds.yaml"

@@ -14,8 +14,8 @@ import pytest
 from kubernetes import client, config
 
 from sandbox import bookinfo
+from sandbox.emulated import Sandbox
 from sandbox.prometheus import PrometheusServer
-from sandbox.server import Sandbox
 from tests.support.mesh_objects import destination_rule, split_vs
 from tests.support.prometheus import require_prometheus
 from tests.support.waiting import wait_until

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.mesh_routing import MeshRouter, Request, parse_host
+from sandbox.mesh.routing import MeshRouter, Request, parse_host
 from tests.support.mesh_objects import (
     FakeStore,
     bookinfo_reviews,
@@ -282,7 +282,7 @@ def test_readiness_is_tracked_across_rebuilds() -> None:
 
 
 def test_routes_over_the_sandbox_object_store() -> None:
-    store_module = pytest.importorskip("sandbox.store")
+    store_module = pytest.importorskip("sandbox.kube.store")
     real = store_module.ObjectStore()
     real.create("services", service("reviews"))
     for v in ("v1", "v2"):

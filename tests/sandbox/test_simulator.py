@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.istio_metrics import CONTENT_TYPE, DURATION_BUCKETS_MS, MetricsHTTPServer
-from sandbox.scenarios import BUILTIN_SCENARIOS, Scenario, VersionBehaviour
-from sandbox.simulator import TrafficSimulator, source_identity
+from sandbox.mesh.istio_metrics import CONTENT_TYPE, DURATION_BUCKETS_MS
+from sandbox.mesh.metrics_server import MetricsServer
+from sandbox.mesh.scenarios import BUILTIN_SCENARIOS, Scenario, VersionBehaviour
+from sandbox.mesh.simulator import TrafficSimulator, source_identity
 from tests.support.mesh_objects import (
     FakeStore,
     bookinfo_reviews,
@@ -170,12 +171,14 @@ def test_background_thread_paces_requests_and_follows_route_changes() -> None:
 def test_metrics_are_served_over_http() -> None:
     sim = simulator(bookinfo_reviews(FakeStore()))
     sim.send(10)
-    with MetricsHTTPServer(sim.metrics_text) as server:
+    with MetricsServer(sim) as server:
         with urllib.request.urlopen(server.url, timeout=5) as response:
             assert response.headers["Content-Type"] == CONTENT_TYPE
             assert response.read() == sim.metrics_text()
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(server.url.replace("/metrics", "/other"), timeout=5)
+        caught.value.close()  # the error holds the answer's connection
+        assert caught.value.code == 404
 
 
 def test_a_label_set_is_exposed_once_across_route_changes() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.scenarios import (
+from sandbox.mesh.scenarios import (
     BASELINE,
     BUILTIN_SCENARIOS,
     VersionBehaviour,

@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sandbox.chaos import Chaos
-from sandbox.store import AlreadyExists, NotFound, ObjectStore, clone, now_rfc3339
+from sandbox.kube.store import AlreadyExists, NotFound, ObjectStore, clone, now_rfc3339
 
 Obj = dict[str, Any]
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -48,6 +47,18 @@ class Scenario(Protocol):
     ``never_ready``; scenarios that also take ``workload=`` get the Deployment name."""
 
     def behaviour(self, version: str) -> Any: ...
+
+
+class ReadinessFaults(Protocol):
+    """Readiness flapping (``sandbox.chaos.Chaos`` is one)."""
+
+    def flapped(self, pod: Obj, now: float) -> bool:
+        """Whether a pod that would be ready is unready at ``now``."""
+        ...
+
+    def next_flap_change(self, now: float) -> float | None:
+        """When flapping may next change a pod's readiness (None: never)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,8 @@ def _percent_or_int(value: Any, total: int, *, round_up: bool) -> int:
 class ReadinessController:
     def __init__(self, store: ObjectStore, scenario: Scenario | None = None, *,
                  default_delay_s: float = 0.5, delay_override_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, chaos: Chaos | None = None
+                 clock: Callable[[], float] = time.monotonic,
+                 chaos: ReadinessFaults | None = None
                  ) -> None:
         self.store = store
         self.chaos = chaos  # readiness flapping (sandbox.chaos)

@@ -14,8 +14,8 @@ import re
 import threading
 from typing import Any
 
-from sandbox.selectors import SelectorError, from_label_selector, matches
-from sandbox.validation import FieldError, field_path, invalid, render_value, required
+from sandbox.kube.selectors import SelectorError, from_label_selector, matches
+from sandbox.kube.validation import FieldError, field_path, invalid, render_value, required
 
 Obj = dict[str, Any]
 

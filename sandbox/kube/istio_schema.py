@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from sandbox.validation import FieldError, StructuralValidator
+from sandbox.kube.validation import FieldError, StructuralValidator
 
 GROUP = "networking.istio.io"
 VERSIONS = ("v1", "v1beta1", "v1alpha3")

@@ -1,6 +1,7 @@
-"""Istio sidecar routing, emulated over the sandbox's object store.
+"""Istio sidecar routing, emulated over a view of the cluster.
 
-Given the VirtualServices, DestinationRules, Services and Deployments in the store, a
+Given the VirtualServices, DestinationRules, Services and Deployments in the view
+(``sandbox.mesh.cluster_view``), a
 request ``(host, path, headers)`` is routed as an Istio sidecar would route it:
 
 * Host names: ``reviews``, ``reviews.<ns>``, ``reviews.<ns>.svc`` and
@@ -33,7 +34,7 @@ subset that no DestinationRule defines, or a destination host that is not a Serv
 gives 503 with ``NC`` (Envoy's "cluster not found"); a request that no route matches, or
 whose host is unknown, gives 404 with ``NR``.
 
-The routing table is rebuilt from the store only when ``store.revision()`` changes.
+The routing table is rebuilt from the view only when ``view.revision()`` changes.
 """
 
 from __future__ import annotations
@@ -48,15 +49,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
+
+from sandbox.mesh.cluster_view import ClusterView
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 UNKNOWN = "unknown"
-
-
-class Store(Protocol):
-    def list(self, resource: str, namespace: str | None = None) -> list[dict]: ...
-    def revision(self) -> int: ...
 
 
 ServiceKey = tuple[str, str]  # (namespace, name)
@@ -319,7 +317,7 @@ def _by_creation(objs: Iterable[dict]) -> list[dict]:
 
 
 class RoutingTable:
-    """An immutable snapshot of the mesh's routes at one store revision."""
+    """An immutable snapshot of the mesh's routes at one revision of the view."""
 
     def __init__(self, revision: int, services: list[dict], deployments: list[dict],
                  virtual_services: list[dict], destination_rules: list[dict],
@@ -462,7 +460,7 @@ class RoutingTable:
         return {
             "revision": self.revision,
             "services": {fqdn(*svc): dict(sel) for svc, sel in self.selectors.items()},
-            # Copies: the specs may be the store's shared objects.
+            # Copies: the specs may be the view's shared objects.
             "virtualServiceRoutes": {fqdn(*svc): copy.deepcopy(specs)
                                      for svc, specs in self.route_specs.items()},
             "subsets": {fqdn(*svc): dict(s) for svc, s in self.subsets.items()},
@@ -472,14 +470,15 @@ class RoutingTable:
 
 
 class MeshRouter:
-    """Routes requests over the store, rebuilding its table when the store's revision moves.
+    """Routes requests over a view of the cluster, rebuilding its table when the view's
+    revision moves.
 
     It also remembers since when each workload has been ready, so scenarios can start a
     fault some time after a version became ready.
     """
 
-    def __init__(self, store: Store, namespace: str = "default") -> None:
-        self.store = store
+    def __init__(self, view: ClusterView, namespace: str = "default") -> None:
+        self.view = view
         self.namespace = namespace
         self._lock = threading.Lock()
         self._table: RoutingTable | None = None
@@ -487,8 +486,8 @@ class MeshRouter:
         self._became_ready: dict[tuple[str, str], list[float]] = {}
 
     def table(self) -> RoutingTable:
-        """The current table; costs one ``store.revision()`` call when nothing changed."""
-        revision = self.store.revision()
+        """The current table; costs one ``view.revision()`` call when nothing changed."""
+        revision = self.view.revision()
         table = self._table
         if table is not None and table.revision == revision:
             return table
@@ -499,11 +498,11 @@ class MeshRouter:
             return self._table
 
     def _build(self, revision: int) -> RoutingTable:
-        # The table only reads the objects, so a store's shared snapshot spares the copies.
-        snapshot = getattr(self.store, "snapshot", None)
+        # The table only reads the objects, so a view's shared snapshot spares the copies.
+        snapshot = getattr(self.view, "snapshot", None)
 
         def objects(resource: str) -> list[dict]:
-            return snapshot(resource)[0] if snapshot else self.store.list(resource)
+            return snapshot(resource)[0] if snapshot else self.view.list(resource)
 
         return RoutingTable(revision, objects("services"), objects("deployments"),
                             objects("virtualservices"), objects("destinationrules"),

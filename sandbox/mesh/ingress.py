@@ -5,7 +5,7 @@ The Host header names the destination service as a sidecar sees it (``reviews``,
 is the server's own address (an IP or ``localhost``), the first path segment names the
 service instead, so ``curl http://127.0.0.1:PORT/reviews/0`` works too.
 
-The request is routed with :mod:`sandbox.mesh_routing`; a forwarded request is answered
+The request is routed with :mod:`sandbox.mesh.routing`; a forwarded request is answered
 with the chosen version's behaviour (status, and a sleep of the sampled latency, capped),
 a header ``x-served-by: <workload>`` and a small JSON body. The mesh's own failures answer
 503 ``no healthy upstream`` or 404. Every request is recorded in the Istio metrics.
@@ -18,13 +18,14 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.istio_metrics import IstioMetrics, Source
-from sandbox.mesh_routing import MeshRouter, Request, RouteResult, Store
-from sandbox.scenarios import Scenario, load_scenario
-from sandbox.simulator import behaviour_for
+from sandbox.http_server import HttpServer, RequestHandler
+from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.istio_metrics import IstioMetrics, Source
+from sandbox.mesh.routing import MeshRouter, Request, RouteResult
+from sandbox.mesh.scenarios import Scenario, load_scenario
+from sandbox.mesh.simulator import behaviour_for
 
 GATEWAY = Source("istio-ingressgateway", "istio-system", "istio-ingressgateway", "unknown")
 _STARS = {"v2": "black", "v3": "red"}  # bookinfo: v1 shows no ratings
@@ -67,7 +68,7 @@ def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]
 class IngressServer:
     def __init__(
         self,
-        store: Store,
+        view: ClusterView,
         scenario: Scenario | str,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -82,33 +83,25 @@ class IngressServer:
     ) -> None:
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self.namespace = namespace
-        self.router = router or MeshRouter(store, namespace)
+        self.router = router or MeshRouter(view, namespace)
         self.metrics = metrics or IstioMetrics()
         self.source = source
         self.simulate_latency = simulate_latency
         self.max_latency_s = max_latency_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(_handler(self), host=host, port=port, name="mesh-ingress",
+                                poll_interval=0.05)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="mesh-ingress", daemon=True)
-        self._thread.start()
+        self._http.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> IngressServer:
         self.start()
@@ -149,10 +142,8 @@ class IngressServer:
         return headers, json.dumps(response_body(result, status, path)).encode()
 
 
-def _handler(ingress: IngressServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler(ingress: IngressServer) -> type[RequestHandler]:
+    class Handler(RequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
@@ -160,18 +151,9 @@ def _handler(ingress: IngressServer) -> type[BaseHTTPRequestHandler]:
             headers = {k: v for k, v in self.headers.items()}
             status, reply_headers, body = ingress.handle(
                 self.headers.get("host", ""), self.path, headers, self.command)
-            self.send_response(status)
-            for name, value in reply_headers.items():
-                self.send_header(name, value)
-            self.send_header("server", "istio-envoy")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            content_type = reply_headers.pop("content-type")
+            self.send_body(status, body, content_type, reply_headers | {"server": "istio-envoy"})
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
 
     return Handler

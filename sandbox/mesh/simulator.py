@@ -1,8 +1,8 @@
 """Synthetic mesh traffic: productpage calling reviews (or any services) at a steady rate.
 
-Requests are not real HTTP. Each is routed with :mod:`sandbox.mesh_routing` over the
-current store contents, answered with the chosen version's behaviour from the scenario,
-and recorded in Istio's metrics (:mod:`sandbox.istio_metrics`).
+Requests are not real HTTP. Each is routed with :mod:`sandbox.mesh.routing` over the
+current view of the cluster, answered with the chosen version's behaviour from the scenario,
+and recorded in Istio's metrics (:mod:`sandbox.mesh.istio_metrics`).
 
 The background thread wakes 20 times a second and sends the requests due since it
 started (``rps`` per service, paced on the monotonic clock). When it falls behind by more
@@ -19,9 +19,10 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
-from sandbox.istio_metrics import IstioMetrics, Source
-from sandbox.mesh_routing import MeshRouter, Request, RouteResult, RoutingTable, Store
-from sandbox.scenarios import Scenario, VersionBehaviour, load_scenario
+from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.istio_metrics import IstioMetrics, Source
+from sandbox.mesh.routing import MeshRouter, Request, RouteResult, RoutingTable
+from sandbox.mesh.scenarios import Scenario, VersionBehaviour, load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class TrafficSimulator:
 
     def __init__(
         self,
-        store: Store,
+        view: ClusterView,
         scenario: Scenario | str,
         *,
         namespace: str = "default",
@@ -73,7 +74,7 @@ class TrafficSimulator:
         self.services = [service] if isinstance(service, str) else list(service)
         self.rps = float(rps)
         self.jason_share = float(jason_share)
-        self.router = router or MeshRouter(store, namespace)
+        self.router = router or MeshRouter(view, namespace)
         self.metrics = metrics or IstioMetrics()
         self.source = source_identity(source_workload, namespace)
         self._rng = random.Random(seed)

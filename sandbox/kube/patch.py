@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.store import clone
+from sandbox.kube.store import clone
 
 
 class PatchError(ValueError):

@@ -24,17 +24,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from sandbox import builtin_types as bt
-from sandbox.chaos import Chaos
-from sandbox.istio_schema import IstioValidator
-from sandbox.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
-from sandbox.resources import (
+from sandbox.http_server import HttpServer, RequestHandler
+from sandbox.kube import builtin_types as bt
+from sandbox.kube.istio_schema import IstioValidator
+from sandbox.kube.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
+from sandbox.kube.resources import (
     BY_PATH,
     BY_PLURAL,
     KUBE_VERSION,
@@ -44,7 +44,7 @@ from sandbox.resources import (
     api_resource_list,
     api_versions,
 )
-from sandbox.selectors import (
+from sandbox.kube.selectors import (
     SelectorError,
     field_matches,
     from_label_selector,
@@ -53,8 +53,8 @@ from sandbox.selectors import (
     parse_label_selector,
     to_string,
 )
-from sandbox.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore, clone
-from sandbox.validation import FieldError
+from sandbox.kube.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore, clone
+from sandbox.kube.validation import FieldError
 
 Obj = dict[str, Any]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -117,6 +117,17 @@ def _store_error(rtype: ResourceType, exc: Exception) -> ApiError:
                     "version and try again", "Conflict", _details(rtype, name))
 
 
+# ------------------------------------------------------------ fault injection
+class RequestFaults(Protocol):
+    """Faults drawn at each request's entry (``sandbox.chaos.Chaos`` is one)."""
+
+    def intercept(self, handler: BaseHTTPRequestHandler,
+                  record: Callable[[int], None]) -> bool:
+        """Apply a fault to the request; True when the fault answered it (or hung up).
+        ``record(status)`` logs the request as answered with ``status`` (0: no answer)."""
+        ...
+
+
 # --------------------------------------------------------- request / answer
 @dataclass
 class Request:
@@ -163,7 +174,7 @@ class Target:
 class ApiServer:
     def __init__(self, store: ObjectStore, *, host: str = "127.0.0.1", port: int = 0,
                  istio: IstioValidator | None = None, log_size: int = 5000,
-                 chaos: Chaos | None = None) -> None:
+                 chaos: RequestFaults | None = None) -> None:
         self.store = store
         self.chaos = chaos  # fault injection (sandbox.chaos), checked at each request's entry
         self.istio = istio or IstioValidator()
@@ -171,37 +182,27 @@ class ApiServer:
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._log_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = _Server((host, port), _Handler)
-        self._httpd.api = self
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(_handler(self), host=host, port=port, name="sandbox-apiserver")
 
     # ------------------------------------------------------------ lifecycle
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._httpd.server_address[:2]
-        return str(host), int(port)
+        return self._http.address
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def start(self) -> ApiServer:
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.ensure_namespace(ns)
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name="sandbox-apiserver", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self.store.poke()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-        self._httpd.server_close()
+        self.store.poke()  # open watches notice the stop and end their streams
+        self._http.stop()
 
     def ensure_namespace(self, name: str) -> None:
         if self.store.get("namespaces", None, name) is None:
@@ -708,48 +709,14 @@ def _scale_view(deployment: Obj) -> Obj:
 
 
 # --------------------------------------------------------------- HTTP layer
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    api: ApiServer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def server_close(self) -> None:
-        """Also end idle keep-alive connections, so that no handler thread lingers."""
-        super().server_close()
-        with self._open_lock:
-            open_now = list(self._open)
-        for conn in open_now:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+def _handler(api: ApiServer) -> type[RequestHandler]:
+    """The handler class of one API server."""
+    return type("ApiHandler", (_ApiHandler,), {"api": api})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _ApiHandler(RequestHandler):
     server_version = "sandbox-apiserver/1"
-    # One buffered write per answer, and no Nagle: small answers written in pieces would
-    # otherwise wait out the client's delayed ACK (~40 ms each).
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the API server keeps its own request log
+    api: ApiServer
 
     def do_GET(self) -> None:
         self._serve()
@@ -767,11 +734,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        api = self.server.api
+        api = self.api
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if api.chaos is not None and api.chaos.intercept(self):
+
+        def record(status: int) -> None:
+            api.record(self.command, url.path, url.query, status)
+
+        if api.chaos is not None and api.chaos.intercept(self, record):
             return  # the injected fault answered, or hung up
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         req = Request(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
@@ -781,7 +752,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # keep serving; answer like the API server's panic handler
             answer = Answer(500, ApiError(500, f"internal error: {exc!r}").status())
         status = 200 if isinstance(answer, WatchStream) else answer.code
-        api.record(self.command, url.path, url.query, status)
+        record(status)
         if isinstance(answer, WatchStream):
             self._stream(answer)
         else:
@@ -792,11 +763,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = answer.body.encode()
         else:
             payload = json.dumps(answer.body, separators=(",", ":")).encode()
-        self.send_response(answer.code)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_body(answer.code, payload, answer.content_type)
 
     def _stream(self, stream: WatchStream) -> None:
         self.send_response(200)
@@ -816,7 +783,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        except OSError:  # the watch client went away
             self.close_connection = True
 
     def _peer_closed(self) -> bool:
