@@ -322,6 +322,11 @@ def test_merge_patch_and_json_patch_on_custom_objects(k8s, namespace):
     unchanged = api.get_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
                                                  "reviews")
     assert unchanged["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as caught:  # a malformed patch: an unknown operation
+        api.patch_namespaced_custom_object(
+            ISTIO, "v1", namespace, "virtualservices", "reviews",
+            [{"op": "jump", "path": "/spec/hosts"}], _content_type="application/json-patch+json")
+    assert caught.value.status == 400
 
 
 def test_strategic_merge_patch_merges_containers_by_name(k8s, namespace):

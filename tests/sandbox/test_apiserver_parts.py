@@ -58,8 +58,14 @@ def test_json_patch_operations():
     ([{"op": "add", "path": "/list/5", "value": 1}], PatchError),
     ([{"op": "replace", "path": "/nothing", "value": 1}], PatchError),
     ([{"op": "move", "from": "/obj", "path": "/obj/inner"}], PatchError),
+    ([{"op": "copy", "from": "/nope", "path": "/b"}], PatchError),
+    ([{"op": "add", "path": "/a/b", "value": 1}], PatchError),
     ([{"op": "jump", "path": "/a"}], BadPatch),
     ([{"op": "add", "path": "a", "value": 1}], BadPatch),
+    ([{"op": "move", "from": "a", "path": "/b"}], BadPatch),
+    ([{"op": "add", "path": "/b"}], BadPatch),
+    ([{"path": "/b"}], BadPatch),
+    (["add"], BadPatch),
     ({"op": "add"}, BadPatch),
 ])
 def test_json_patch_errors(ops, error):
