@@ -49,30 +49,61 @@ _port.__name__ = "port"  # argparse names the type in its error message
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="canary sandbox",
-                     description="Run the emulated Kubernetes + Istio sandbox on 127.0.0.1.")
-    parser.add_argument("--scenario", default="healthy", metavar="NAME|FILE",
-                        help="built-in scenario (healthy, faulty, slow, unready) or a YAML file")
-    parser.add_argument("--kubeconfig", type=Path, default=DEFAULT_KUBECONFIG, metavar="PATH",
-                        help=f"where to write the kubeconfig (default: {DEFAULT_KUBECONFIG})")
+    parser = _Parser(
+        prog="canary sandbox",
+        description="Run the emulated Kubernetes + Istio sandbox on 127.0.0.1.",
+    )
+    parser.add_argument(
+        "--scenario",
+        default="healthy",
+        metavar="NAME|FILE",
+        help="built-in scenario (healthy, faulty, slow, unready) or a YAML file",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=DEFAULT_KUBECONFIG,
+        metavar="PATH",
+        help=f"where to write the kubeconfig (default: {DEFAULT_KUBECONFIG})",
+    )
     parser.add_argument("--namespace", default="default", help="namespace of BookInfo")
     parser.add_argument("--api-port", type=_port, default=0, metavar="N")
     parser.add_argument("--ingress-port", type=_port, default=0, metavar="N")
     parser.add_argument("--metrics-port", type=_port, default=0, metavar="N")
     parser.add_argument("--seed", type=int, default=None, metavar="N")
-    parser.add_argument("--rps", type=float, default=50.0, metavar="N",
-                        help="simulated requests per second to reviews (default: 50)")
-    parser.add_argument("--startup-delay", type=float, default=None, metavar="SECONDS",
-                        help="start-up delay of every version, instead of the scenario's")
-    parser.add_argument("--istio-crds", default=None, metavar="FILE",
-                        help="validate Istio objects against this CRD file instead of the "
-                             "built-in schema")
-    parser.add_argument("--chaos", default=None, metavar="SPEC",
-                        help="inject faults, e.g. seed=1,api-500=0.05,flap=0.2 "
-                             "(see docs/sandbox.md)")
-    parser.add_argument("--extra-services", default="", metavar="NAMES",
-                        help="more services like BookInfo's, comma-separated (the simulated "
-                             "traffic calls them too)")
+    parser.add_argument(
+        "--rps",
+        type=float,
+        default=50.0,
+        metavar="N",
+        help="simulated requests per second to reviews (default: 50)",
+    )
+    parser.add_argument(
+        "--startup-delay",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start-up delay of every version, instead of the scenario's",
+    )
+    parser.add_argument(
+        "--istio-crds",
+        default=None,
+        metavar="FILE",
+        help="validate Istio objects against this CRD file instead of the built-in schema",
+    )
+    parser.add_argument(
+        "--chaos",
+        default=None,
+        metavar="SPEC",
+        help="inject faults, e.g. seed=1,api-500=0.05,flap=0.2 (see docs/sandbox.md)",
+    )
+    parser.add_argument(
+        "--extra-services",
+        default="",
+        metavar="NAMES",
+        help="more services like BookInfo's, comma-separated (the simulated "
+        "traffic calls them too)",
+    )
     return parser
 
 
@@ -88,10 +119,19 @@ def sandbox_main(argv: Sequence[str]) -> int:
 
         chaos = Chaos(args.chaos) if args.chaos else None
         extra = [name.strip() for name in args.extra_services.split(",") if name.strip()]
-        box = Sandbox(args.scenario, namespace=args.namespace, api_port=args.api_port,
-                      ingress_port=args.ingress_port, metrics_port=args.metrics_port,
-                      seed=args.seed, rps=args.rps, startup_delay_s=args.startup_delay,
-                      istio_crds=args.istio_crds, chaos=chaos, extra_services=extra)
+        box = Sandbox(
+            args.scenario,
+            namespace=args.namespace,
+            api_port=args.api_port,
+            ingress_port=args.ingress_port,
+            metrics_port=args.metrics_port,
+            seed=args.seed,
+            rps=args.rps,
+            startup_delay_s=args.startup_delay,
+            istio_crds=args.istio_crds,
+            chaos=chaos,
+            extra_services=extra,
+        )
     except _UsageError as exc:
         print(f"canary sandbox: error: {exc}", file=sys.stderr)
         return BAD_INPUT

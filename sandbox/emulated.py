@@ -33,12 +33,23 @@ HOST = "127.0.0.1"
 
 
 class Sandbox:
-    def __init__(self, scenario: str | Scenario = "healthy", *, namespace: str = "default",
-                 api_port: int = 0, ingress_port: int = 0, metrics_port: int = 0,
-                 seed: int | None = None, rps: float = 50.0, jason_share: float = 0.1,
-                 startup_delay_s: float | None = None, istio_crds: str | None = None,
-                 preload: bool = True, chaos: str | Chaos | None = None,
-                 extra_services: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        scenario: str | Scenario = "healthy",
+        *,
+        namespace: str = "default",
+        api_port: int = 0,
+        ingress_port: int = 0,
+        metrics_port: int = 0,
+        seed: int | None = None,
+        rps: float = 50.0,
+        jason_share: float = 0.1,
+        startup_delay_s: float | None = None,
+        istio_crds: str | None = None,
+        preload: bool = True,
+        chaos: str | Chaos | None = None,
+        extra_services: Sequence[str] = (),
+    ) -> None:
         """``startup_delay_s``, when given, replaces every version's start-up delay.
         ``istio_crds`` validates Istio objects against a published CRD file instead of
         the built-in schema. ``preload=False`` starts with an empty namespace.
@@ -71,20 +82,28 @@ class Sandbox:
         try:
             if self.chaos is not None:
                 self.chaos.restart_clock()
-            self.api = ApiServer(self.store, host=HOST, port=api_port, istio=self._istio,
-                                 chaos=self.chaos).start()
+            self.api = ApiServer(
+                self.store, host=HOST, port=api_port, istio=self._istio, chaos=self.chaos
+            ).start()
             self.api.ensure_namespace(self.namespace)
             if self._preload:
                 for plural, obj in bookinfo.objects(self.namespace, self.extra_services):
                     self.api.create_object(plural, obj)
             self.controller = ReadinessController(
-                self.store, self.scenario, delay_override_s=self._startup_delay_s,
-                chaos=self.chaos).start()
-            self.mesh = Mesh(self.store, self.scenario, namespace=self.namespace,
-                             services=["reviews", *self.extra_services], rps=rps,
-                             jason_share=jason_share, seed=self.seed,
-                             ingress_port=ingress_port, metrics_port=metrics_port,
-                             chaos=self.chaos).start()
+                self.store, self.scenario, delay_override_s=self._startup_delay_s, chaos=self.chaos
+            ).start()
+            self.mesh = Mesh(
+                self.store,
+                self.scenario,
+                namespace=self.namespace,
+                services=["reviews", *self.extra_services],
+                rps=rps,
+                jason_share=jason_share,
+                seed=self.seed,
+                ingress_port=ingress_port,
+                metrics_port=metrics_port,
+                chaos=self.chaos,
+            ).start()
             self.simulator, self.ingress = self.mesh.simulator, self.mesh.ingress
         except BaseException:
             self.stop()
@@ -145,7 +164,9 @@ class Sandbox:
 def _rolled_out(deployment: dict[str, Any]) -> bool:
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     want = spec.get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1)
-            and status.get("updatedReplicas", 0) == want
-            and status.get("availableReplicas", 0) == want
-            and status.get("replicas", 0) == want)
+    return (
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1)
+        and status.get("updatedReplicas", 0) == want
+        and status.get("availableReplicas", 0) == want
+        and status.get("replicas", 0) == want
+    )

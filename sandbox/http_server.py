@@ -65,11 +65,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             try:
                 stream.close()
             except OSError as exc:
-                log.debug("%s: closing a connection to %s: %r", self.server.name,
-                          self.client_address, exc)
+                log.debug(
+                    "%s: closing a connection to %s: %r", self.server.name, self.client_address, exc
+                )
 
-    def send_body(self, code: int, body: bytes, content_type: str,
-                  headers: Mapping[str, str] | None = None) -> None:
+    def send_body(
+        self, code: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         """A complete answer: status, headers, ``Content-Length`` and (unless HEAD) body."""
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -91,17 +93,21 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False  # ``close`` joins the threads itself, with a deadline
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 name: str) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], name: str
+    ) -> None:
         super().__init__(address, handler)
         self.name = name
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address),
-                                  name=f"{self.name}-connection", daemon=True)
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"{self.name}-connection",
+            daemon=True,
+        )
         with self._lock:
             self._connections[request] = thread
         thread.start()
@@ -116,8 +122,13 @@ class _Server(ThreadingHTTPServer):
         if isinstance(exc, CLIENT_GONE):
             log.debug("%s: client %s went away: %r", self.name, client_address, exc)
             return
-        log.error("%s: a request from %s failed: %r", self.name, client_address, exc,
-                  exc_info=log.isEnabledFor(logging.DEBUG))
+        log.error(
+            "%s: a request from %s failed: %r",
+            self.name,
+            client_address,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
 
     def close(self, timeout: float) -> None:
         """Close the listening socket, end every open connection, join their threads."""
@@ -135,9 +146,15 @@ class _Server(ThreadingHTTPServer):
 class HttpServer:
     """A threaded HTTP server on 127.0.0.1, serving in a background thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, host: str = LOOPBACK,
-                 port: int = 0, name: str = "sandbox-http", poll_interval: float = 0.2
-                 ) -> None:
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        host: str = LOOPBACK,
+        port: int = 0,
+        name: str = "sandbox-http",
+        poll_interval: float = 0.2,
+    ) -> None:
         self.name = name
         self._poll_interval = poll_interval
         self._httpd = _Server((host, port), handler, name)
@@ -156,9 +173,12 @@ class HttpServer:
 
     def start(self) -> Self:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            args=(self._poll_interval,), name=self.name,
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                args=(self._poll_interval,),
+                name=self.name,
+                daemon=True,
+            )
             self._thread.start()
         return self
 

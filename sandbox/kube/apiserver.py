@@ -60,25 +60,41 @@ Obj = dict[str, Any]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
-HTTP_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-                409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
-                500: "InternalError"}
+HTTP_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    500: "InternalError",
+}
 
 
 # ----------------------------------------------------------------- errors
 class ApiError(Exception):
     """An error answer: a ``Status`` object with the HTTP code."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None,
-                 details: Obj | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, reason: str | None = None, details: Obj | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.message = code, message
         self.reason = reason or HTTP_REASONS.get(code, "Unknown")
         self.details = details
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -93,16 +109,14 @@ def _details(rtype: ResourceType, name: str, *, kind: str | None = None) -> Obj:
 
 
 def not_found(rtype: ResourceType, name: str) -> ApiError:
-    return ApiError(404, f'{rtype.qualified} "{name}" not found', "NotFound",
-                    _details(rtype, name))
+    return ApiError(404, f'{rtype.qualified} "{name}" not found', "NotFound", _details(rtype, name))
 
 
 def invalid(rtype: ResourceType, name: str, errors: list[FieldError]) -> ApiError:
     text = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(map(str, errors)) + "]"
     causes = [{"reason": e.reason, "message": e.message(), "field": e.field} for e in errors]
     details = _details(rtype, name, kind=rtype.kind) | {"causes": causes}
-    return ApiError(422, f'{rtype.qualified_kind} "{name}" is invalid: {text}', "Invalid",
-                    details)
+    return ApiError(422, f'{rtype.qualified_kind} "{name}" is invalid: {text}', "Invalid", details)
 
 
 def _store_error(rtype: ResourceType, exc: Exception) -> ApiError:
@@ -110,19 +124,27 @@ def _store_error(rtype: ResourceType, exc: Exception) -> ApiError:
     if isinstance(exc, NotFound):
         return not_found(rtype, name)
     if isinstance(exc, AlreadyExists):
-        return ApiError(409, f'{rtype.qualified} "{name}" already exists', "AlreadyExists",
-                        _details(rtype, name))
-    return ApiError(409, f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the '
-                    "object has been modified; please apply your changes to the latest "
-                    "version and try again", "Conflict", _details(rtype, name))
+        return ApiError(
+            409,
+            f'{rtype.qualified} "{name}" already exists',
+            "AlreadyExists",
+            _details(rtype, name),
+        )
+    return ApiError(
+        409,
+        f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the '
+        "object has been modified; please apply your changes to the latest "
+        "version and try again",
+        "Conflict",
+        _details(rtype, name),
+    )
 
 
 # ------------------------------------------------------------ fault injection
 class RequestFaults(Protocol):
     """Faults drawn at each request's entry (``sandbox.chaos.Chaos`` is one)."""
 
-    def intercept(self, handler: BaseHTTPRequestHandler,
-                  record: Callable[[int], None]) -> bool:
+    def intercept(self, handler: BaseHTTPRequestHandler, record: Callable[[int], None]) -> bool:
         """Apply a fault to the request; True when the fault answered it (or hung up).
         ``record(status)`` logs the request as answered with ``status`` (0: no answer)."""
         ...
@@ -172,9 +194,16 @@ class Target:
 
 # ----------------------------------------------------------------- server
 class ApiServer:
-    def __init__(self, store: ObjectStore, *, host: str = "127.0.0.1", port: int = 0,
-                 istio: IstioValidator | None = None, log_size: int = 5000,
-                 chaos: RequestFaults | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        istio: IstioValidator | None = None,
+        log_size: int = 5000,
+        chaos: RequestFaults | None = None,
+    ) -> None:
         self.store = store
         self.chaos = chaos  # fault injection (sandbox.chaos), checked at each request's entry
         self.istio = istio or IstioValidator()
@@ -308,11 +337,11 @@ class ApiServer:
             return self._scale(req, t)
         if t.name is None:
             if m == "GET":
-                return self._watch(req, t) if _truthy(req.query.get("watch")) \
-                    else self._list(req, t)
+                return (
+                    self._watch(req, t) if _truthy(req.query.get("watch")) else self._list(req, t)
+                )
             if m == "POST":
-                return self._create(t, self._decode(t, req.body, req.content_type),
-                                    _dry_run(req))
+                return self._create(t, self._decode(t, req.body, req.content_type), _dry_run(req))
             if m == "DELETE":
                 return self._delete_collection(req, t)
         elif m == "GET":
@@ -323,8 +352,11 @@ class ApiServer:
             return self._patch(req, t)
         elif m == "DELETE" and t.sub is None:
             return self._delete(req, t)
-        raise ApiError(405, f"the server does not allow this method on the requested "
-                       f"resource ({m})", "MethodNotAllowed")
+        raise ApiError(
+            405,
+            f"the server does not allow this method on the requested resource ({m})",
+            "MethodNotAllowed",
+        )
 
     # ---------------------------------------------------------------- reads
     def _get(self, t: Target) -> Obj:
@@ -349,18 +381,27 @@ class ApiServer:
 
         def keep(obj: Obj) -> bool:
             meta = obj.get("metadata", {})
-            return ((namespace is None or meta.get("namespace") == namespace)
-                    and matches(labels, meta.get("labels"))
-                    and field_matches(fields, obj))
+            return (
+                (namespace is None or meta.get("namespace") == namespace)
+                and matches(labels, meta.get("labels"))
+                and field_matches(fields, obj)
+            )
+
         return keep
 
     def _list(self, req: Request, t: Target) -> Answer:
         keep = self._filter(req, t)
         objs, revision = self.store.snapshot(t.rtype.plural, t.namespace)
         items = [self._view(t, o) for o in objs if keep(o)]
-        return Answer(200, {"kind": f"{t.rtype.kind}List",
-                            "apiVersion": t.rtype.api_version(t.version),
-                            "metadata": {"resourceVersion": str(revision)}, "items": items})
+        return Answer(
+            200,
+            {
+                "kind": f"{t.rtype.kind}List",
+                "apiVersion": t.rtype.api_version(t.version),
+                "metadata": {"resourceVersion": str(revision)},
+                "items": items,
+            },
+        )
 
     def _watch(self, req: Request, t: Target) -> WatchStream:
         keep = self._filter(req, t)
@@ -372,8 +413,9 @@ class ApiServer:
             raise ApiError(400, f"invalid watch parameter: {exc}") from exc
         return WatchStream(self._watch_events(t, keep, since, time.monotonic() + timeout))
 
-    def _watch_events(self, t: Target, keep: Callable[[Obj], bool], since: int | None,
-                      deadline: float) -> Iterator[Obj]:
+    def _watch_events(
+        self, t: Target, keep: Callable[[Obj], bool], since: int | None, deadline: float
+    ) -> Iterator[Obj]:
         if since is None:  # no resourceVersion: the current state first, as ADDED events
             objs, since = self.store.snapshot(t.rtype.plural, t.namespace)
             for obj in objs:
@@ -410,11 +452,17 @@ class ApiServer:
         elif "kind" not in obj or "apiVersion" not in obj:
             raise ApiError(400, "Object 'Kind' is missing in the request body")
         if obj["apiVersion"] != want:
-            raise ApiError(400, f"the API version in the data ({obj['apiVersion']}) does not "
-                           f"match the expected API version ({want})")
+            raise ApiError(
+                400,
+                f"the API version in the data ({obj['apiVersion']}) does not "
+                f"match the expected API version ({want})",
+            )
         if obj["kind"] != rtype.kind:
-            raise ApiError(400, f"the kind in the data ({obj['kind']}) does not match the "
-                           f"expected kind ({rtype.kind})")
+            raise ApiError(
+                400,
+                f"the kind in the data ({obj['kind']}) does not match the "
+                f"expected kind ({rtype.kind})",
+            )
         if not isinstance(obj.setdefault("metadata", {}), dict):
             raise ApiError(400, "metadata must be an object")
         if err := bt.decode_error(rtype.kind, t.version, obj):
@@ -425,14 +473,20 @@ class ApiServer:
         meta = obj["metadata"]
         if t.rtype.namespaced:
             if meta.get("namespace") not in (None, "", t.namespace):
-                raise ApiError(400, "the namespace of the provided object does not match "
-                               "the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match "
+                    "the namespace sent on the request",
+                )
             meta["namespace"] = t.namespace
         else:
             meta.pop("namespace", None)
         if t.name is not None and meta.get("name") not in (None, t.name):
-            raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
-                           f"the name on the URL ({t.name})")
+            raise ApiError(
+                400,
+                f"the name of the object ({meta.get('name')}) does not match "
+                f"the name on the URL ({t.name})",
+            )
         if t.name is not None:
             meta["name"] = t.name
 
@@ -482,20 +536,27 @@ class ApiServer:
 
     def _require_namespace(self, namespace: str) -> None:
         if self.store.get("namespaces", None, namespace) is None:
-            raise ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
-                           {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404,
+                f'namespaces "{namespace}" not found',
+                "NotFound",
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def _update(self, t: Target, build: Callable[[Obj], Obj], dry_run: bool) -> Obj:
         """Read-modify-write through ``build(current view) -> new object``."""
+
         def mutate(current: Obj) -> Obj:
             new = clone(build(self._view(t, current)))
             if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
                 raise ApiError(422, "the patched object is not a valid object")
             self._check_scope(t, new)
             return self._merge_for_write(t, new, current)
+
         try:
-            return self.store.update(t.rtype.plural, t.namespace, t.name or "", mutate,
-                                     dry_run=dry_run)
+            return self.store.update(
+                t.rtype.plural, t.namespace, t.name or "", mutate, dry_run=dry_run
+            )
         except (NotFound, Conflict) as exc:
             raise _store_error(t.rtype, exc) from exc
 
@@ -509,8 +570,11 @@ class ApiServer:
                 result["status"] = new["status"]
             else:
                 result.pop("status", None)
-            errors = [] if t.rtype.builtin else self.istio.errors(
-                t.rtype.plural, t.version, self._view(t, result))
+            errors = (
+                []
+                if t.rtype.builtin
+                else self.istio.errors(t.rtype.plural, t.version, self._view(t, result))
+            )
             if errors:
                 raise invalid(t.rtype, t.name or "", errors)
             return result
@@ -531,8 +595,10 @@ class ApiServer:
 
     def _patch(self, req: Request, t: Target) -> Answer:
         apply = self._patcher(req, t)
-        if req.content_type == "application/apply-patch+yaml" and \
-                self.store.get(t.rtype.plural, t.namespace, t.name or "") is None:
+        if (
+            req.content_type == "application/apply-patch+yaml"
+            and self.store.get(t.rtype.plural, t.namespace, t.name or "") is None
+        ):
             if t.sub is not None:
                 raise not_found(t.rtype, t.name or "")
             return self._create(t, self._decode(t, req.body, "yaml"), _dry_run(req))
@@ -550,8 +616,10 @@ class ApiServer:
                 doc = json.loads(req.body or b"null")
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(400, f"couldn't decode the patch: {exc}") from exc
-        strategic = t.rtype.builtin and ctype in ("application/strategic-merge-patch+json",
-                                                  "application/apply-patch+yaml")
+        strategic = t.rtype.builtin and ctype in (
+            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
+        )
         if ctype == "application/json-patch+json":
             fn: Callable[[Any, Any], Any] = json_patch
         elif strategic:
@@ -559,12 +627,19 @@ class ApiServer:
         elif ctype in ("application/merge-patch+json", "application/apply-patch+yaml"):
             fn = merge_patch
         else:
-            accepted = ["application/json-patch+json", "application/merge-patch+json",
-                        "application/apply-patch+yaml"]
+            accepted = [
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
             if t.rtype.builtin:
                 accepted.append("application/strategic-merge-patch+json")
-            raise ApiError(415, "the body of the request was in an unknown format - accepted "
-                           f"media types include: {', '.join(accepted)}", "UnsupportedMediaType")
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted "
+                f"media types include: {', '.join(accepted)}",
+                "UnsupportedMediaType",
+            )
         if ctype != "application/json-patch+json" and not isinstance(doc, dict):
             raise ApiError(400, "a merge patch must be a JSON object")
 
@@ -575,20 +650,27 @@ class ApiServer:
                 raise ApiError(400, str(exc)) from exc
             except PatchError as exc:
                 raise ApiError(422, str(exc)) from exc
+
         return apply
 
     def _delete(self, req: Request, t: Target) -> Answer:
         options = _delete_options(req.body)
         name = t.name or ""
         if t.rtype.plural == "namespaces" and name in PROTECTED_NAMESPACES:
-            raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be '
-                           "deleted", "Forbidden", {"name": name, "kind": "namespaces"})
+            raise ApiError(
+                403,
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                "Forbidden",
+                {"name": name, "kind": "namespaces"},
+            )
         current = self._get(t)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
             raise _store_error(t.rtype, Conflict(t.rtype.plural, name))
-        if pre.get("resourceVersion") and \
-                pre["resourceVersion"] != current["metadata"]["resourceVersion"]:
+        if (
+            pre.get("resourceVersion")
+            and pre["resourceVersion"] != current["metadata"]["resourceVersion"]
+        ):
             raise _store_error(t.rtype, Conflict(t.rtype.plural, name))
         dry_run = _dry_run(req) or "All" in (options.get("dryRun") or [])
         try:
@@ -600,8 +682,16 @@ class ApiServer:
         if t.rtype.returns_deleted_object:
             return Answer(200, self._view(t, gone))
         details = _details(t.rtype, name) | {"uid": gone["metadata"]["uid"]}
-        return Answer(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success", "details": details})
+        return Answer(
+            200,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            },
+        )
 
     def _empty_namespace(self, namespace: str) -> None:
         # Deployments first, so that the controller does not bring their Pods back.
@@ -618,21 +708,37 @@ class ApiServer:
         for obj in objs:
             if keep(obj):
                 with contextlib.suppress(NotFound):
-                    items.append(self._view(t, self.store.delete(
-                        t.rtype.plural, t.namespace, obj["metadata"]["name"],
-                        dry_run=_dry_run(req))))
-        return Answer(200, {"kind": f"{t.rtype.kind}List",
-                            "apiVersion": t.rtype.api_version(t.version),
-                            "metadata": {"resourceVersion": str(self.store.revision())},
-                            "items": items})
+                    items.append(
+                        self._view(
+                            t,
+                            self.store.delete(
+                                t.rtype.plural,
+                                t.namespace,
+                                obj["metadata"]["name"],
+                                dry_run=_dry_run(req),
+                            ),
+                        )
+                    )
+        return Answer(
+            200,
+            {
+                "kind": f"{t.rtype.kind}List",
+                "apiVersion": t.rtype.api_version(t.version),
+                "metadata": {"resourceVersion": str(self.store.revision())},
+                "items": items,
+            },
+        )
 
     # ---------------------------------------------------------------- scale
     def _scale(self, req: Request, t: Target) -> Answer:
         if req.method == "GET":
             return Answer(200, _scale_view(self._get(t)))
         if req.method not in ("PUT", "PATCH"):
-            raise ApiError(405, "the server does not allow this method on the requested "
-                           "resource", "MethodNotAllowed")
+            raise ApiError(
+                405,
+                "the server does not allow this method on the requested resource",
+                "MethodNotAllowed",
+            )
         if req.method == "PUT":
             try:
                 body = json.loads(req.body or b"null")
@@ -651,12 +757,16 @@ class ApiServer:
             scale = new_scale(_scale_view(current))
             replicas = (scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-                raise invalid(t.rtype, t.name or "", [bt.invalid(
-                    "spec.replicas", replicas, "must be greater than or equal to 0")])
+                raise invalid(
+                    t.rtype,
+                    t.name or "",
+                    [bt.invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
+                )
             current["spec"]["replicas"] = replicas
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             current["metadata"]["resourceVersion"] = rv or None
             return current
+
         updated = self._update(main, build, _dry_run(req))
         return Answer(200, _scale_view(updated))
 
@@ -685,8 +795,9 @@ def _delete_options(body: bytes) -> Obj:
     return options if isinstance(options, dict) else {}
 
 
-def _watch_type(kind: str, keep: Callable[[Obj], bool], obj: Obj,
-                previous: Obj | None) -> str | None:
+def _watch_type(
+    kind: str, keep: Callable[[Obj], bool], obj: Obj, previous: Obj | None
+) -> str | None:
     """The event a filtered watch sees: objects entering or leaving the selection
     appear as ADDED or DELETED, as with the real API's filtered watches."""
     if kind == "DELETED":
@@ -700,12 +811,20 @@ def _watch_type(kind: str, keep: Callable[[Obj], bool], obj: Obj,
 def _scale_view(deployment: Obj) -> Obj:
     meta = deployment["metadata"]
     selector = to_string(from_label_selector(deployment.get("spec", {}).get("selector")))
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                              "creationTimestamp") if k in meta},
-            "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
-            "status": {"replicas": deployment.get("status", {}).get("replicas", 0),
-                       "selector": selector}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
+        "status": {
+            "replicas": deployment.get("status", {}).get("replicas", 0),
+            "selector": selector,
+        },
+    }
 
 
 # --------------------------------------------------------------- HTTP layer
@@ -745,8 +864,13 @@ class _ApiHandler(RequestHandler):
         if api.chaos is not None and api.chaos.intercept(self, record):
             return  # the injected fault answered, or hung up
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
-        req = Request(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
-                      ctype.lower(), body)
+        req = Request(
+            self.command,
+            url.path,
+            dict(parse_qsl(url.query, keep_blank_values=True)),
+            ctype.lower(),
+            body,
+        )
         try:
             answer = api.handle(req)
         except Exception as exc:  # keep serving; answer like the API server's panic handler

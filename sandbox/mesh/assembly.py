@@ -25,18 +25,44 @@ HOST = "127.0.0.1"
 
 
 class Mesh:
-    def __init__(self, view: ClusterView, scenario: Scenario, *, namespace: str = "default",
-                 services: Sequence[str] = ("reviews",), rps: float = 50.0,
-                 jason_share: float = 0.1, seed: int | None = None, ingress_port: int = 0,
-                 metrics_port: int = 0, chaos: MetricsFaults | None = None) -> None:
+    def __init__(
+        self,
+        view: ClusterView,
+        scenario: Scenario,
+        *,
+        namespace: str = "default",
+        services: Sequence[str] = ("reviews",),
+        rps: float = 50.0,
+        jason_share: float = 0.1,
+        seed: int | None = None,
+        ingress_port: int = 0,
+        metrics_port: int = 0,
+        chaos: MetricsFaults | None = None,
+    ) -> None:
         """``services`` are the ones the simulated traffic calls, ``rps`` each."""
         self.router = MeshRouter(view, namespace)
         self.metrics = IstioMetrics()
         self.simulator = TrafficSimulator(
-            view, scenario, namespace=namespace, rps=rps, jason_share=jason_share, seed=seed,
-            metrics=self.metrics, router=self.router, service=list(services))
-        self.ingress = IngressServer(view, scenario, HOST, ingress_port, namespace,
-                                     metrics=self.metrics, router=self.router, seed=seed)
+            view,
+            scenario,
+            namespace=namespace,
+            rps=rps,
+            jason_share=jason_share,
+            seed=seed,
+            metrics=self.metrics,
+            router=self.router,
+            service=list(services),
+        )
+        self.ingress = IngressServer(
+            view,
+            scenario,
+            HOST,
+            ingress_port,
+            namespace,
+            metrics=self.metrics,
+            router=self.router,
+            seed=seed,
+        )
         try:
             self.metrics_server = MetricsServer(self.simulator, metrics_port, chaos)
         except BaseException:  # e.g. the metrics port is taken: release the ingress's

@@ -48,16 +48,21 @@ def _is_own_address(host: str) -> bool:
 
 def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]:
     """What the workload answers: bookinfo's reviews shape for reviews, a stub otherwise."""
-    body: dict[str, Any] = {"workload": result.workload, "version": result.version,
-                            "podname": pod_name(result.workload or "unknown")}
+    body: dict[str, Any] = {
+        "workload": result.workload,
+        "version": result.version,
+        "podname": pod_name(result.workload or "unknown"),
+    }
     if status >= 500:
         return {**body, "error": "internal server error"}
     if result.destination_service_name != "reviews":
         return {**body, "service": result.destination_service_name}
     parts = path.split("?", 1)[0].strip("/").split("/")
     product = parts[1] if len(parts) > 1 and parts[1] else "0"
-    reviews = [{"reviewer": "Reviewer1", "text": "A gripping read from start to finish."},
-               {"reviewer": "Reviewer2", "text": "Long, but the ending pays off."}]
+    reviews = [
+        {"reviewer": "Reviewer1", "text": "A gripping read from start to finish."},
+        {"reviewer": "Reviewer2", "text": "Long, but the ending pays off."},
+    ]
     color = _STARS.get(result.version or "")
     if color:
         for review, stars in zip(reviews, (5, 4), strict=True):
@@ -90,8 +95,9 @@ class IngressServer:
         self.max_latency_s = max_latency_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self._http = HttpServer(_handler(self), host=host, port=port, name="mesh-ingress",
-                                poll_interval=0.05)
+        self._http = HttpServer(
+            _handler(self), host=host, port=port, name="mesh-ingress", poll_interval=0.05
+        )
 
     @property
     def url(self) -> str:
@@ -110,19 +116,26 @@ class IngressServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def handle(self, host: str, path: str, headers: dict[str, str], method: str
-               ) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, host: str, path: str, headers: dict[str, str], method: str
+    ) -> tuple[int, dict[str, str], bytes]:
         """Route and answer one request: (status, headers, body)."""
         if _is_own_address(host):
             host = _service_from_path(path)
-        request = Request(host, path, headers, method=method,
-                          source_labels={"app": self.source.app},
-                          source_namespace=self.source.namespace)
+        request = Request(
+            host,
+            path,
+            headers,
+            method=method,
+            source_labels={"app": self.source.app},
+            source_namespace=self.source.namespace,
+        )
         with self._rng_lock:
             result = self.router.table().route(request, self._rng)
             if result.status is None:
-                status, latency_ms = behaviour_for(self.scenario, self.router,
-                                                   result).sample(self._rng)
+                status, latency_ms = behaviour_for(self.scenario, self.router, result).sample(
+                    self._rng
+                )
             else:
                 status, latency_ms = result.status, 0.2
         if result.status is None and self.simulate_latency:
@@ -131,14 +144,17 @@ class IngressServer:
         return status, *self._reply(result, status, path, latency_ms)
 
     @staticmethod
-    def _reply(result: RouteResult, status: int, path: str, latency_ms: float
-               ) -> tuple[dict[str, str], bytes]:
+    def _reply(
+        result: RouteResult, status: int, path: str, latency_ms: float
+    ) -> tuple[dict[str, str], bytes]:
         if result.status is not None:
             text = "no healthy upstream" if result.response_flags == "UH" else result.reason
             return {"content-type": "text/plain"}, text.encode()
-        headers = {"content-type": "application/json",
-                   "x-served-by": result.workload or "unknown",
-                   "x-envoy-upstream-service-time": str(round(latency_ms))}
+        headers = {
+            "content-type": "application/json",
+            "x-served-by": result.workload or "unknown",
+            "x-envoy-upstream-service-time": str(round(latency_ms)),
+        }
         return headers, json.dumps(response_body(result, status, path)).encode()
 
 
@@ -150,7 +166,8 @@ def _handler(ingress: IngressServer) -> type[RequestHandler]:
                 self.rfile.read(length)  # drain, the body is never used
             headers = {k: v for k, v in self.headers.items()}
             status, reply_headers, body = ingress.handle(
-                self.headers.get("host", ""), self.path, headers, self.command)
+                self.headers.get("host", ""), self.path, headers, self.command
+            )
             content_type = reply_headers.pop("content-type")
             self.send_body(status, body, content_type, reply_headers | {"server": "istio-envoy"})
 

@@ -24,8 +24,25 @@ from dataclasses import dataclass, replace
 from sandbox.mesh.routing import UNKNOWN, RouteResult
 
 DURATION_BUCKETS_MS: tuple[float, ...] = (
-    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
-    600000, 1800000, 3600000,
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLUSTER = "Kubernetes"  # Istio's default cluster id
@@ -73,8 +90,7 @@ def _principal(namespace: str, app: str) -> str:
     return f"spiffe://cluster.local/ns/{namespace}/sa/{app}"
 
 
-def istio_labels(reporter: str, source: Source, result: RouteResult, status: int
-                 ) -> dict[str, str]:
+def istio_labels(reporter: str, source: Source, result: RouteResult, status: int) -> dict[str, str]:
     """The standard Istio label set of one request as one reporter sees it."""
     reached = result.status is None
     dest_ns = (result.workload_namespace or UNKNOWN) if reached else UNKNOWN
@@ -130,13 +146,11 @@ class IstioMetrics:
         self._labels: dict[tuple[str, _Key], str] = {}
         self._series_of: dict[RouteResult, RouteResult] = {}
 
-    def record(self, source: Source, result: RouteResult, status: int, latency_ms: float
-               ) -> None:
+    def record(self, source: Source, result: RouteResult, status: int, latency_ms: float) -> None:
         """One request: ``status`` is what the caller got (the mesh's or the workload's)."""
         self.record_many([(source, result, status, latency_ms)])
 
-    def record_many(self, requests: Iterable[tuple[Source, RouteResult, int, float]]
-                    ) -> None:
+    def record_many(self, requests: Iterable[tuple[Source, RouteResult, int, float]]) -> None:
         with self._lock:
             counts, series_of = self._counts, self._series_of
             for source, result, status, latency in requests:

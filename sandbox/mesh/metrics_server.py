@@ -31,8 +31,9 @@ class MetricsFaults(Protocol):
 
 
 class MetricsServer:
-    def __init__(self, simulator: TrafficSimulator, port: int = 0,
-                 chaos: MetricsFaults | None = None) -> None:
+    def __init__(
+        self, simulator: TrafficSimulator, port: int = 0, chaos: MetricsFaults | None = None
+    ) -> None:
         self.simulator = simulator
         self._http = HttpServer(_handler(simulator, chaos), port=port, name="mesh-metrics")
 

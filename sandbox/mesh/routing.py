@@ -86,8 +86,17 @@ class RouteResult:
 class Request:
     """A request as the sidecar sees it; header names are lower-cased once, here."""
 
-    __slots__ = ("headers", "host", "method", "path", "query", "scheme", "source_labels",
-                 "source_namespace", "uri")
+    __slots__ = (
+        "headers",
+        "host",
+        "method",
+        "path",
+        "query",
+        "scheme",
+        "source_labels",
+        "source_namespace",
+        "uri",
+    )
 
     def __init__(
         self,
@@ -142,8 +151,9 @@ def parse_host(host: str, default_namespace: str) -> ServiceKey | None:
 Predicate = Callable[[Request], bool]
 
 
-def _string_matcher(spec: Mapping[str, Any] | None, ignore_case: bool = False
-                    ) -> Callable[[str | None], bool]:
+def _string_matcher(
+    spec: Mapping[str, Any] | None, ignore_case: bool = False
+) -> Callable[[str | None], bool]:
     """A StringMatch; an empty one only asks that the value be present."""
     if not spec:
         return lambda value: value is not None
@@ -278,22 +288,47 @@ class _Weighted(Generic[T]):
 Endpoints = _Weighted[RouteResult]
 
 
-def _answer(status: int, flags: str, reason: str, svc: ServiceKey | None, host: str = "",
-            subset: str | None = None) -> Endpoints:
+def _answer(
+    status: int,
+    flags: str,
+    reason: str,
+    svc: ServiceKey | None,
+    host: str = "",
+    subset: str | None = None,
+) -> Endpoints:
     """A fixed answer from the mesh itself (no workload involved)."""
     ns, name = svc or ("", "")
     service = fqdn(ns, name) if svc else host
-    result = RouteResult(status, None, None, service, subset, reason, flags,
-                         destination_service_name=name or host,
-                         destination_service_namespace=ns)
+    result = RouteResult(
+        status,
+        None,
+        None,
+        service,
+        subset,
+        reason,
+        flags,
+        destination_service_name=name or host,
+        destination_service_namespace=ns,
+    )
     return _Weighted([result], [1.0])
 
 
 def _forward(svc: ServiceKey, subset: str | None, workloads: list[Workload]) -> Endpoints:
     ns, name = svc
     results = [
-        RouteResult(None, w.name, w.version, fqdn(ns, name), subset, "forwarded", "-",
-                    w.namespace, w.app, name, ns)
+        RouteResult(
+            None,
+            w.name,
+            w.version,
+            fqdn(ns, name),
+            subset,
+            "forwarded",
+            "-",
+            w.namespace,
+            w.app,
+            name,
+            ns,
+        )
         for w in workloads
     ]
     return _Weighted(results, [float(w.ready_replicas) for w in workloads])
@@ -312,21 +347,30 @@ class _CompiledRoute:
 
 
 def _by_creation(objs: Iterable[dict]) -> list[dict]:
-    return sorted(objs, key=lambda o: (o["metadata"].get("creationTimestamp") or "",
-                                       o["metadata"].get("name", "")))
+    return sorted(
+        objs,
+        key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"].get("name", "")),
+    )
 
 
 class RoutingTable:
     """An immutable snapshot of the mesh's routes at one revision of the view."""
 
-    def __init__(self, revision: int, services: list[dict], deployments: list[dict],
-                 virtual_services: list[dict], destination_rules: list[dict],
-                 default_namespace: str = "default") -> None:
+    def __init__(
+        self,
+        revision: int,
+        services: list[dict],
+        deployments: list[dict],
+        virtual_services: list[dict],
+        destination_rules: list[dict],
+        default_namespace: str = "default",
+    ) -> None:
         self.revision = revision
         self.default_namespace = default_namespace
         self.selectors: dict[ServiceKey, dict[str, str]] = {
-            (s["metadata"].get("namespace") or "default", s["metadata"]["name"]):
-                dict((s.get("spec") or {}).get("selector") or {})
+            (s["metadata"].get("namespace") or "default", s["metadata"]["name"]): dict(
+                (s.get("spec") or {}).get("selector") or {}
+            )
             for s in services
         }
         self.workloads = [_workload(d) for d in deployments]
@@ -364,8 +408,7 @@ class RoutingTable:
                     self.routes.setdefault(svc, []).append(self._compile_route(http, ns, svc))
                     self.route_specs.setdefault(svc, []).append(http)
 
-    def _compile_route(self, http: Mapping[str, Any], ns: str, svc: ServiceKey
-                       ) -> _CompiledRoute:
+    def _compile_route(self, http: Mapping[str, Any], ns: str, svc: ServiceKey) -> _CompiledRoute:
         name, predicate = http.get("name", ""), _route_predicate(http.get("match"))
         fixed = self._fixed_answer(http, svc)
         if fixed is not None:
@@ -373,8 +416,11 @@ class RoutingTable:
         choices, weights = [], []
         for d in http.get("route") or []:
             dest = d.get("destination") or {}
-            choices.append(self._destination(parse_host(dest.get("host", ""), ns),
-                                             dest.get("subset"), dest.get("host", "")))
+            choices.append(
+                self._destination(
+                    parse_host(dest.get("host", ""), ns), dest.get("subset"), dest.get("host", "")
+                )
+            )
             weights.append(float(d.get("weight") or 0))
         if len(choices) == 1:
             weights = [1.0]  # a lone destination takes all traffic, whatever its weight
@@ -393,14 +439,15 @@ class RoutingTable:
             return _answer(status, "-", "redirect", svc)
         return None
 
-    def _destination(self, svc: ServiceKey | None, subset: str | None, host: str
-                     ) -> Endpoints:
+    def _destination(self, svc: ServiceKey | None, subset: str | None, host: str) -> Endpoints:
         if svc is None or svc not in self.selectors:
-            return _answer(503, "NC", "cluster not found: destination host is not a service",
-                           svc, host, subset)
+            return _answer(
+                503, "NC", "cluster not found: destination host is not a service", svc, host, subset
+            )
         if subset is not None and subset not in self.subsets.get(svc, {}):
-            return _answer(503, "NC", f"cluster not found: subset {subset!r} is not defined",
-                           svc, host, subset)
+            return _answer(
+                503, "NC", f"cluster not found: subset {subset!r} is not defined", svc, host, subset
+            )
         return self._endpoints(svc, subset)
 
     def _endpoints(self, svc: ServiceKey, subset: str | None) -> Endpoints:
@@ -409,8 +456,11 @@ class RoutingTable:
         if subset is not None:
             wanted.update(self.subsets[svc][subset])
         ready = [
-            w for w in self.workloads
-            if w.namespace == svc[0] and selector and w.ready_replicas > 0
+            w
+            for w in self.workloads
+            if w.namespace == svc[0]
+            and selector
+            and w.ready_replicas > 0
             and all(w.labels.get(k) == v for k, v in wanted.items())
         ]
         if not ready:
@@ -461,11 +511,13 @@ class RoutingTable:
             "revision": self.revision,
             "services": {fqdn(*svc): dict(sel) for svc, sel in self.selectors.items()},
             # Copies: the specs may be the view's shared objects.
-            "virtualServiceRoutes": {fqdn(*svc): copy.deepcopy(specs)
-                                     for svc, specs in self.route_specs.items()},
+            "virtualServiceRoutes": {
+                fqdn(*svc): copy.deepcopy(specs) for svc, specs in self.route_specs.items()
+            },
             "subsets": {fqdn(*svc): dict(s) for svc, s in self.subsets.items()},
-            "readyWorkloads": {f"{ns}/{name}": w.ready_replicas
-                               for (ns, name), w in self.ready_workloads().items()},
+            "readyWorkloads": {
+                f"{ns}/{name}": w.ready_replicas for (ns, name), w in self.ready_workloads().items()
+            },
         }
 
 
@@ -504,9 +556,14 @@ class MeshRouter:
         def objects(resource: str) -> list[dict]:
             return snapshot(resource)[0] if snapshot else self.view.list(resource)
 
-        return RoutingTable(revision, objects("services"), objects("deployments"),
-                            objects("virtualservices"), objects("destinationrules"),
-                            self.namespace)
+        return RoutingTable(
+            revision,
+            objects("services"),
+            objects("deployments"),
+            objects("virtualservices"),
+            objects("destinationrules"),
+            self.namespace,
+        )
 
     def _track_readiness(self, table: RoutingTable) -> None:
         now = time.monotonic()
@@ -530,6 +587,12 @@ class MeshRouter:
         since = self._ready_since.get((namespace, workload))
         return None if since is None else time.monotonic() - since
 
-    def route(self, host: str, path: str = "/", headers: Mapping[str, str] | None = None,
-              rng: random.Random | None = None, **request_fields: Any) -> RouteResult:
+    def route(
+        self,
+        host: str,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        **request_fields: Any,
+    ) -> RouteResult:
         return self.table().route(Request(host, path, headers, **request_fields), rng)

@@ -40,13 +40,14 @@ def source_identity(workload: str, namespace: str) -> Source:
     return Source(workload, namespace, workload, "unknown")
 
 
-def behaviour_for(scenario: Scenario, router: MeshRouter, result: RouteResult
-                  ) -> VersionBehaviour:
+def behaviour_for(scenario: Scenario, router: MeshRouter, result: RouteResult) -> VersionBehaviour:
     """The scenario's behaviour for the workload that served ``result``, phases included."""
-    ready_for = router.ready_for(result.workload_namespace or router.namespace,
-                                 result.workload or "")
-    return scenario.behaviour(result.version or "", workload=result.workload,
-                              ready_for_s=ready_for or 0.0)
+    ready_for = router.ready_for(
+        result.workload_namespace or router.namespace, result.workload or ""
+    )
+    return scenario.behaviour(
+        result.version or "", workload=result.workload, ready_for_s=ready_for or 0.0
+    )
 
 
 class TrafficSimulator:
@@ -88,10 +89,12 @@ class TrafficSimulator:
 
     def _request_pair(self, service: str) -> tuple[Request, Request]:
         labels = {"app": self.source.app, "version": self.source.version}
-        plain = Request(service, "/reviews/0", None, source_labels=labels,
-                        source_namespace=self.namespace)
-        jason = Request(service, "/reviews/0", JASON, source_labels=labels,
-                        source_namespace=self.namespace)
+        plain = Request(
+            service, "/reviews/0", None, source_labels=labels, source_namespace=self.namespace
+        )
+        jason = Request(
+            service, "/reviews/0", JASON, source_labels=labels, source_namespace=self.namespace
+        )
         return plain, jason
 
     # lifecycle
@@ -152,8 +155,9 @@ class TrafficSimulator:
             self.sent += len(records)
         self._remember(outcomes)
 
-    def _answer(self, result: RouteResult, cache: dict[int, VersionBehaviour],
-                rng: random.Random) -> tuple[int, float]:
+    def _answer(
+        self, result: RouteResult, cache: dict[int, VersionBehaviour], rng: random.Random
+    ) -> tuple[int, float]:
         if result.status is not None:
             return result.status, rng.uniform(0.1, 0.5)  # the caller's proxy answers at once
         # Results are shared objects of one routing table, so their id is a cheap key.

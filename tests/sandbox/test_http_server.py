@@ -87,8 +87,9 @@ def test_a_scrape_that_hangs_up_mid_answer_leaves_no_traceback(output: Output) -
         hang_up(scraper)
 
         wait_until(output.client_gone_noted, timeout=30, message="the server to notice")
-        with urllib.request.urlopen(box.metrics_url.replace("/metrics", "/healthz"),
-                                    timeout=10) as answer:
+        with urllib.request.urlopen(
+            box.metrics_url.replace("/metrics", "/healthz"), timeout=10
+        ) as answer:
             assert answer.status == 200  # still serving
     assert output.read() == ""
     assert output.noisy_records() == []
@@ -96,13 +97,17 @@ def test_a_scrape_that_hangs_up_mid_answer_leaves_no_traceback(output: Output) -
 
 @pytest.mark.parametrize("server", ["api", "ingress"])
 def test_a_client_that_hangs_up_before_the_answer_leaves_no_traceback(
-        server: str, output: Output) -> None:
+    server: str, output: Output
+) -> None:
     # The API server answers 300 ms late (chaos), the ingress after the sampled latency
     # (a median of 20 ms): either way the reset is in before the answer is written.
     with Sandbox("healthy", seed=5, rps=0, chaos="api-slow=1,slow=300ms") as box:
         assert box.wait_ready(10)  # the ingress answers 503 at once until reviews is ready
-        url, path = ((box.api_url, "/api/v1/namespaces/default/services") if server == "api"
-                     else (box.ingress_url, "/reviews/0"))
+        url, path = (
+            (box.api_url, "/api/v1/namespaces/default/services")
+            if server == "api"
+            else (box.ingress_url, "/reviews/0")
+        )
         client = connect(url)
         send_get(client, path)
         hang_up(client)

@@ -45,6 +45,9 @@ def test_each_part_imports_only_itself_and_the_http_base(part: str) -> None:
 
 def test_only_the_base_makes_http_servers() -> None:
     files = sorted(SANDBOX.rglob("*.py"))
-    makers = [str(path.relative_to(SANDBOX.parent)) for path in files
-              if "ThreadingHTTPServer" in path.read_text()]
+    makers = [
+        str(path.relative_to(SANDBOX.parent))
+        for path in files
+        if "ThreadingHTTPServer" in path.read_text()
+    ]
     assert makers == ["sandbox/http_server.py"]
