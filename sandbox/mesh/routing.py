@@ -1,8 +1,8 @@
 """Istio sidecar routing, emulated over a view of the cluster.
 
-Given the VirtualServices, DestinationRules, Services and Deployments in the view
-(``sandbox.mesh.cluster_view``), a
-request ``(host, path, headers)`` is routed as an Istio sidecar would route it:
+Given the VirtualServices, DestinationRules, HTTPRoutes, Services and Deployments in the
+view (``sandbox.mesh.cluster_view``), a request ``(host, path, headers)`` is routed as an
+Istio sidecar would route it:
 
 * Host names: ``reviews``, ``reviews.<ns>``, ``reviews.<ns>.svc`` and
   ``reviews.<ns>.svc.cluster.local`` (an optional ``:port`` is ignored) all name the
@@ -28,6 +28,11 @@ request ``(host, path, headers)`` is routed as an Istio sidecar would route it:
   Traffic is spread over ready Deployments (``status.readyReplicas > 0``) in proportion to
   their ready replicas. Without a VirtualService, the Service's ready Deployments share
   the traffic the same way.
+* A Service that HTTPRoutes bind to (the Gateway API in the mesh, see
+  ``sandbox.mesh.gateway_routes``) is routed by them instead of by VirtualServices: the
+  most specific match wins, and the weighted ``backendRefs`` are Services whose ready
+  Deployments serve. A backend that is not a Service, or a rule whose weights are all 0,
+  answers 500, as the Gateway API asks.
 
 Failures: no ready endpoint gives 503 with response flag ``UH`` (no healthy upstream); a
 subset that no DestinationRule defines, or a destination host that is not a Service,
@@ -52,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.gateway_routes import GatewayRule, mesh_rules
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 UNKNOWN = "unknown"
@@ -364,6 +370,7 @@ class RoutingTable:
         virtual_services: list[dict],
         destination_rules: list[dict],
         default_namespace: str = "default",
+        http_routes: list[dict] | None = None,
     ) -> None:
         self.revision = revision
         self.default_namespace = default_namespace
@@ -377,7 +384,9 @@ class RoutingTable:
         self.subsets = self._subsets(destination_rules)
         self.routes: dict[ServiceKey, list[_CompiledRoute]] = {}
         self.route_specs: dict[ServiceKey, list[dict]] = {}
+        self.http_route_specs: dict[ServiceKey, list[dict]] = {}
         self._compile_virtual_services(virtual_services)
+        self._compile_http_routes(http_routes or [])
         self._service_endpoints = {svc: self._endpoints(svc, None) for svc in self.selectors}
 
     # building
@@ -407,6 +416,30 @@ class RoutingTable:
                 for http in spec.get("http") or []:
                     self.routes.setdefault(svc, []).append(self._compile_route(http, ns, svc))
                     self.route_specs.setdefault(svc, []).append(http)
+
+    def _compile_http_routes(self, http_routes: list[dict]) -> None:
+        for svc, rules in mesh_rules(http_routes).items():
+            # A Service with HTTPRoutes attached is routed by them; its VirtualServices
+            # no longer apply.
+            self.routes[svc] = [self._compile_gateway_rule(rule, svc) for rule in rules]
+            self.route_specs.pop(svc, None)
+            self.http_route_specs[svc] = [rule.spec for rule in rules]
+
+    def _compile_gateway_rule(self, rule: GatewayRule, svc: ServiceKey) -> _CompiledRoute:
+        choices, weights = [], []
+        for backend in rule.backends:
+            if backend.service is None or backend.service not in self.selectors:
+                # The Gateway API's answer for what would have gone to an invalid backend.
+                choices.append(
+                    _answer(500, "-", "invalid backend: not a service", backend.service or svc)
+                )
+            else:
+                choices.append(self._endpoints(backend.service, None))
+            weights.append(max(backend.weight, 0.0))
+        if not choices or sum(weights) <= 0:
+            bad = _answer(500, "-", "no backend with a weight above 0", svc)
+            return _CompiledRoute(rule.name, rule.predicate, None, bad)
+        return _CompiledRoute(rule.name, rule.predicate, _Weighted(choices, weights))
 
     def _compile_route(self, http: Mapping[str, Any], ns: str, svc: ServiceKey) -> _CompiledRoute:
         name, predicate = http.get("name", ""), _route_predicate(http.get("match"))
@@ -514,6 +547,9 @@ class RoutingTable:
             "virtualServiceRoutes": {
                 fqdn(*svc): copy.deepcopy(specs) for svc, specs in self.route_specs.items()
             },
+            "httpRoutes": {
+                fqdn(*svc): copy.deepcopy(specs) for svc, specs in self.http_route_specs.items()
+            },
             "subsets": {fqdn(*svc): dict(s) for svc, s in self.subsets.items()},
             "readyWorkloads": {
                 f"{ns}/{name}": w.ready_replicas for (ns, name), w in self.ready_workloads().items()
@@ -563,6 +599,7 @@ class MeshRouter:
             objects("virtualservices"),
             objects("destinationrules"),
             self.namespace,
+            objects("httproutes"),
         )
 
     def _track_readiness(self, table: RoutingTable) -> None:
