@@ -68,13 +68,8 @@ class MeshOnCluster:
         self.chaos = Chaos(chaos) if isinstance(chaos, str) else chaos
         _check_chaos(self.chaos)
         self.services = tuple(services)
-        self._mesh_options = {
-            "rps": rps,
-            "jason_share": jason_share,
-            "seed": seed,
-            "ingress_port": ingress_port,
-            "metrics_port": metrics_port,
-        }
+        self.rps, self.jason_share, self.seed = rps, jason_share, seed
+        self.ports = (ingress_port, metrics_port)
         self.sync_timeout_s = sync_timeout_s
         self.api_client: k8s.ApiClient | None = None
         self.cache: WatchCache | None = None
@@ -94,14 +89,19 @@ class MeshOnCluster:
             self.cache = WatchCache(self.api_client, self.namespace).start(self.sync_timeout_s)
             if self.chaos is not None:
                 self.chaos.restart_clock()
+            ingress_port, metrics_port = self.ports
             self.mesh = Mesh(
                 self.cache,
                 self.scenario,
                 namespace=self.namespace,
                 services=self.services,
+                rps=self.rps,
+                jason_share=self.jason_share,
+                seed=self.seed,
+                ingress_port=ingress_port,
+                metrics_port=metrics_port,
                 chaos=self.chaos,
-                **self._mesh_options,
-            ).start()  # type: ignore[arg-type]
+            ).start()
         except BaseException:
             self.stop()
             raise
