@@ -652,19 +652,27 @@ def test_template_change_rolls_and_keeps_old_pods_until_new_are_ready(make_sandb
     wait_for(
         lambda: apps.read_namespaced_deployment("demo-v1", "default").status.ready_replicas == 1
     )
-    apps.patch_namespaced_deployment(
+    patched = apps.patch_namespaced_deployment(
         "demo-v1",
         "default",
         {"spec": {"template": {"metadata": {"annotations": {"restartedAt": "now"}}}}},
     )
-    rolling = wait_for(
-        lambda: (
-            (d := apps.read_namespaced_deployment("demo-v1", "default")).status.observed_generation
-            == 2
-            and d
-        )
+    # Every status the controller writes, from the patch on: the rollout's middle state
+    # lasts only the start-up delay, which a poll on a busy machine could miss.
+    statuses = watch.Watch().stream(
+        apps.list_namespaced_deployment,
+        "default",
+        field_selector="metadata.name=demo-v1",
+        resource_version=patched.metadata.resource_version,
+        timeout_seconds=30,
     )
-    assert rolling.status.replicas == 2 and rolling.status.ready_replicas == 1
+    rolling = next(
+        event["object"]
+        for event in statuses
+        if (event["object"].status.observed_generation or 0) >= 2
+        and event["object"].status.replicas == 2
+    )
+    assert rolling.status.ready_replicas == 1  # the old pod serves until the new one is ready
     assert rolling.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
     wait_for(
         lambda: (
