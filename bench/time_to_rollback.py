@@ -4,7 +4,7 @@
 
 Each run starts a fresh sandbox (200 requests/s) whose v2 starts answering 5xx to 10 % of
 requests `after` seconds after it becomes ready (a scenario with `after:`, see
-sandbox/scenarios.py), a real Prometheus scraping it every second, and the canary_release
+sandbox/mesh/scenarios.py), a real Prometheus scraping it every second, and the canary_release
 flow with metric analysis every 2 s over 5 s windows. The test phase runs a few checks
 and passes (the fault has not started yet); `after` is 3 s plus a seeded uniform share of
 one analysis interval, so the fault starts during step-1 (20 %) at a random point of the
@@ -89,7 +89,7 @@ class Run:
 
 def scenario(after: float) -> Any:
     """v2 behaves like v1 until it has been ready `after` seconds, then fails 10 %."""
-    from sandbox.scenarios import scenario_from_dict
+    from sandbox.mesh.scenarios import scenario_from_dict
 
     return scenario_from_dict(
         {
@@ -185,8 +185,8 @@ def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str
     from canary.notify import notifying
     from canary.release import ReleaseTarget
     from flows.canary_release import ReleaseRolledBack, canary_release
+    from sandbox.emulated import Sandbox
     from sandbox.prometheus import PrometheusServer
-    from sandbox.server import Sandbox
 
     run, began = Run(judge, index, after), time.monotonic()
     with (

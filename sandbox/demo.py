@@ -77,7 +77,7 @@ def demo_command(args: argparse.Namespace) -> int:
     except PlanError as exc:
         print(exc, file=sys.stderr)
         return BAD_INPUT
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     try:
         sandbox = Sandbox(args.scenario, rps=DEMO_RPS)

@@ -59,7 +59,7 @@ def prefect_api_url() -> Iterator[str]:
 
 @dataclass
 class RunningSandbox:
-    sandbox: Any  # sandbox.server.Sandbox
+    sandbox: Any  # sandbox.emulated.Sandbox
     kubeconfig: str
 
     @property
@@ -87,7 +87,7 @@ class RunningSandbox:
 @pytest.fixture
 def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
     """Start sandboxes (BookInfo preloaded, reviews-v1 ready); all stop after the test."""
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     started: list[Any] = []
 

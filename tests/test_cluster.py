@@ -26,7 +26,7 @@ from canary.cluster import (
     retrying,
 )
 from canary.manifests import canary_deployment, same_deployment
-from sandbox.kubeconfig import write_kubeconfig
+from sandbox.kube.kubeconfig import write_kubeconfig
 from tests.support.clock import FakeClock
 
 

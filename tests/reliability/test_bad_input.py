@@ -13,7 +13,7 @@ from tests.test_plan_validation import BAD_PLANS, expectation
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     with Sandbox("healthy", seed=1) as box:
         box.api.clear_requests()

@@ -113,7 +113,7 @@ def test_rollback_leaves_alone_a_canary_it_did_not_create(start_sandbox, fast_pl
 def test_an_api_server_that_does_not_answer_is_named_at_once_and_refused(
     tmp_path, plan_data, prefect_api_url
 ):
-    from sandbox.kubeconfig import write_kubeconfig
+    from sandbox.kube.kubeconfig import write_kubeconfig
     from sandbox.prometheus import free_port
 
     address = f"http://127.0.0.1:{free_port()}"  # nobody listens there

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sandbox.emulated import Sandbox
 from sandbox.prometheus import free_port
-from sandbox.server import Sandbox
 
 
 class SandboxSlot:

@@ -120,8 +120,15 @@ class ObjectStore:
             meta.pop("deletionTimestamp", None)
             return self._commit(resource, key, obj, None, dry_run)
 
-    def update(self, resource: str, namespace: str | None, name: str,
-               mutate: Callable[[Obj], Obj], *, dry_run: bool = False) -> Obj:
+    def update(
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[Obj], Obj],
+        *,
+        dry_run: bool = False,
+    ) -> Obj:
         """Atomic read-modify-write. ``mutate`` gets a private copy and returns the new
         object; a ``metadata.resourceVersion`` it leaves set must still be current."""
         key = (namespace or "", name)
@@ -148,11 +155,13 @@ class ObjectStore:
 
     def replace(self, resource: str, obj: Obj, *, dry_run: bool = False) -> Obj:
         meta = obj["metadata"]
-        return self.update(resource, meta.get("namespace"), meta["name"], lambda _: obj,
-                           dry_run=dry_run)
+        return self.update(
+            resource, meta.get("namespace"), meta["name"], lambda _: obj, dry_run=dry_run
+        )
 
-    def delete(self, resource: str, namespace: str | None, name: str, *,
-               dry_run: bool = False) -> Obj:
+    def delete(
+        self, resource: str, namespace: str | None, name: str, *, dry_run: bool = False
+    ) -> Obj:
         key = (namespace or "", name)
         with self._cond:
             current = self._tables.get(resource, {}).get(key)
@@ -167,8 +176,9 @@ class ObjectStore:
             self._record(resource, "DELETED", gone, current)
             return clone(gone)
 
-    def _commit(self, resource: str, key: Key, obj: Obj, previous: Obj | None,
-                dry_run: bool) -> Obj:
+    def _commit(
+        self, resource: str, key: Key, obj: Obj, previous: Obj | None, dry_run: bool
+    ) -> Obj:
         if dry_run:
             obj["metadata"]["resourceVersion"] = str(self._rev)
             return obj

@@ -17,8 +17,12 @@ def kubeconfig(server: str, namespace: str = "default") -> dict[str, Any]:
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": {"server": server}}],
         "users": [{"name": CONTEXT, "user": {"token": TOKEN}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT,
-                                                    "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": CONTEXT,
+                "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace},
+            }
+        ],
         "current-context": CONTEXT,
         "preferences": {},
     }

@@ -1,8 +1,8 @@
 """Synthetic mesh traffic: productpage calling reviews (or any services) at a steady rate.
 
-Requests are not real HTTP. Each is routed with :mod:`sandbox.mesh_routing` over the
-current store contents, answered with the chosen version's behaviour from the scenario,
-and recorded in Istio's metrics (:mod:`sandbox.istio_metrics`).
+Requests are not real HTTP. Each is routed with :mod:`sandbox.mesh.routing` over the
+current view of the cluster, answered with the chosen version's behaviour from the scenario,
+and recorded in Istio's metrics (:mod:`sandbox.mesh.istio_metrics`).
 
 The background thread wakes 20 times a second and sends the requests due since it
 started (``rps`` per service, paced on the monotonic clock). When it falls behind by more
@@ -19,9 +19,10 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
-from sandbox.istio_metrics import IstioMetrics, Source
-from sandbox.mesh_routing import MeshRouter, Request, RouteResult, RoutingTable, Store
-from sandbox.scenarios import Scenario, VersionBehaviour, load_scenario
+from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.istio_metrics import IstioMetrics, Source
+from sandbox.mesh.routing import MeshRouter, Request, RouteResult, RoutingTable
+from sandbox.mesh.scenarios import Scenario, VersionBehaviour, load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,14 @@ def source_identity(workload: str, namespace: str) -> Source:
     return Source(workload, namespace, workload, "unknown")
 
 
-def behaviour_for(scenario: Scenario, router: MeshRouter, result: RouteResult
-                  ) -> VersionBehaviour:
+def behaviour_for(scenario: Scenario, router: MeshRouter, result: RouteResult) -> VersionBehaviour:
     """The scenario's behaviour for the workload that served ``result``, phases included."""
-    ready_for = router.ready_for(result.workload_namespace or router.namespace,
-                                 result.workload or "")
-    return scenario.behaviour(result.version or "", workload=result.workload,
-                              ready_for_s=ready_for or 0.0)
+    ready_for = router.ready_for(
+        result.workload_namespace or router.namespace, result.workload or ""
+    )
+    return scenario.behaviour(
+        result.version or "", workload=result.workload, ready_for_s=ready_for or 0.0
+    )
 
 
 class TrafficSimulator:
@@ -56,7 +58,7 @@ class TrafficSimulator:
 
     def __init__(
         self,
-        store: Store,
+        view: ClusterView,
         scenario: Scenario | str,
         *,
         namespace: str = "default",
@@ -73,7 +75,7 @@ class TrafficSimulator:
         self.services = [service] if isinstance(service, str) else list(service)
         self.rps = float(rps)
         self.jason_share = float(jason_share)
-        self.router = router or MeshRouter(store, namespace)
+        self.router = router or MeshRouter(view, namespace)
         self.metrics = metrics or IstioMetrics()
         self.source = source_identity(source_workload, namespace)
         self._rng = random.Random(seed)
@@ -87,10 +89,12 @@ class TrafficSimulator:
 
     def _request_pair(self, service: str) -> tuple[Request, Request]:
         labels = {"app": self.source.app, "version": self.source.version}
-        plain = Request(service, "/reviews/0", None, source_labels=labels,
-                        source_namespace=self.namespace)
-        jason = Request(service, "/reviews/0", JASON, source_labels=labels,
-                        source_namespace=self.namespace)
+        plain = Request(
+            service, "/reviews/0", None, source_labels=labels, source_namespace=self.namespace
+        )
+        jason = Request(
+            service, "/reviews/0", JASON, source_labels=labels, source_namespace=self.namespace
+        )
         return plain, jason
 
     # lifecycle
@@ -151,8 +155,9 @@ class TrafficSimulator:
             self.sent += len(records)
         self._remember(outcomes)
 
-    def _answer(self, result: RouteResult, cache: dict[int, VersionBehaviour],
-                rng: random.Random) -> tuple[int, float]:
+    def _answer(
+        self, result: RouteResult, cache: dict[int, VersionBehaviour], rng: random.Random
+    ) -> tuple[int, float]:
         if result.status is not None:
             return result.status, rng.uniform(0.1, 0.5)  # the caller's proxy answers at once
         # Results are shared objects of one routing table, so their id is a cheap key.

@@ -133,8 +133,9 @@ CEL_RULES: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _cel(validator: Any, rules: list[dict], instance: Any, schema: dict
-         ) -> Iterable[ValidationError]:
+def _cel(
+    validator: Any, rules: list[dict], instance: Any, schema: dict
+) -> Iterable[ValidationError]:
     for rule in rules:
         check = CEL_RULES.get(re.sub(r"\s+", "", rule.get("rule", "")))
         if check is None:
@@ -147,8 +148,9 @@ def _cel(validator: Any, rules: list[dict], instance: Any, schema: dict
             yield ValidationError(rule.get("message") or f"failed rule: {rule.get('rule')}")
 
 
-def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict
-                   ) -> Iterable[ValidationError]:
+def _list_map_keys(
+    validator: Any, keys: list[str], instance: Any, schema: dict
+) -> Iterable[ValidationError]:
     if not isinstance(instance, list):
         return
     seen: set[str] = set()
@@ -162,8 +164,7 @@ def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict
 
 # ------------------------------------------------------------------ formats
 FORMATS = FormatChecker(formats=())
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 @FORMATS.checks("int32")
@@ -204,9 +205,24 @@ _Validator = validators.extend(
 
 
 # ------------------------------------------------------ structural -> JSON Schema
-_COPIED = ("type", "enum", "minimum", "maximum", "minLength", "maxLength", "pattern",
-           "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
-           "required", "format", "multipleOf", "x-kubernetes-validations")
+_COPIED = (
+    "type",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "format",
+    "multipleOf",
+    "x-kubernetes-validations",
+)
 _OBJECT_META = {"type": "object"}  # metadata is checked by the API server itself
 
 
@@ -290,27 +306,52 @@ def _field_errors(err: ValidationError) -> list[FieldError]:
     kind, inst, arg = err.validator, err.instance, err.validator_value
     if kind == "type":
         found = json_type(inst)
-        return [invalid(where, found, f"{where} in body must be of type "
-                        f"{_expected_type(err.schema)}: {render_value(found)}")]
+        return [
+            invalid(
+                where,
+                found,
+                f"{where} in body must be of type "
+                f"{_expected_type(err.schema)}: {render_value(found)}",
+            )
+        ]
     if kind == "required":
-        return [required(field_path([*path, p])) for p in arg
-                if isinstance(inst, dict) and p not in inst]
+        return [
+            required(field_path([*path, p]))
+            for p in arg
+            if isinstance(inst, dict) and p not in inst
+        ]
     if kind == "additionalProperties":
         declared = err.schema.get("properties", {})
-        return [FieldError(field_path([*path, extra]), "FieldValueForbidden",
-                           f'unknown field "{extra}": field not declared in schema')
-                for extra in sorted(k for k in inst if k not in declared)]
+        return [
+            FieldError(
+                field_path([*path, extra]),
+                "FieldValueForbidden",
+                f'unknown field "{extra}": field not declared in schema',
+            )
+            for extra in sorted(k for k in inst if k not in declared)
+        ]
     if kind == "enum":
         supported = ", ".join(render_value(v) for v in arg if v is not None)
-        return [FieldError(where, "FieldValueNotSupported", f"supported values: {supported}",
-                           inst)]
+        return [FieldError(where, "FieldValueNotSupported", f"supported values: {supported}", inst)]
     if kind == "oneOf":
         matches = sum(1 for s in arg if _Validator(s).is_valid(inst))
-        return [invalid(where, json_type(inst), f"{where} in body must validate one and only "
-                        f"one schema (oneOf). Found {matches} valid alternatives")]
+        return [
+            invalid(
+                where,
+                json_type(inst),
+                f"{where} in body must validate one and only "
+                f"one schema (oneOf). Found {matches} valid alternatives",
+            )
+        ]
     if kind == "anyOf":
-        return [invalid(where, json_type(inst), f"{where} in body must be of type "
-                        f"integer or string: {render_value(json_type(inst))}")]
+        return [
+            invalid(
+                where,
+                json_type(inst),
+                f"{where} in body must be of type "
+                f"integer or string: {render_value(json_type(inst))}",
+            )
+        ]
     return [_bound_error(kind, where, inst, arg, err.message)]
 
 
@@ -322,16 +363,20 @@ def _bound_error(kind: str, where: str, inst: Any, arg: Any, message: str) -> Fi
         op = "less than or equal to" if kind == "maximum" else "less than"
         return invalid(where, inst, f"{where} in body should be {op} {arg}")
     if kind == "format":
-        return invalid(where, inst, f"{where} in body must be of type {arg}: "
-                       f"{render_value(str(inst))}")
+        return invalid(
+            where, inst, f"{where} in body must be of type {arg}: {render_value(str(inst))}"
+        )
     if kind in ("maxItems", "maxProperties"):
-        return FieldError(where, "FieldValueTooMany", f"must have at most {arg} items",
-                          len(inst))
+        return FieldError(where, "FieldValueTooMany", f"must have at most {arg} items", len(inst))
     if kind == "maxLength":
         return FieldError(where, "FieldValueTooLong", f"may not be more than {arg} bytes")
     if kind in ("minItems", "minLength", "minProperties"):
-        return invalid(where, json_type(inst), f"{where} in body should have at least {arg} "
-                       f"{'chars' if kind == 'minLength' else 'items'}")
+        return invalid(
+            where,
+            json_type(inst),
+            f"{where} in body should have at least {arg} "
+            f"{'chars' if kind == 'minLength' else 'items'}",
+        )
     if kind == "pattern":
         return invalid(where, inst, f"{where} in body should match '{arg}'")
     if kind == "uniqueItems":

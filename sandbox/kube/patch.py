@@ -3,7 +3,7 @@
 * JSON merge patch (RFC 7386): objects merge recursively, ``null`` deletes, anything
   else (lists included) replaces.
 * JSON patch (RFC 6902): a list of ``add``/``remove``/``replace``/``move``/``copy``/``test``
-  operations addressed by JSON pointers (RFC 6901).
+  operations addressed by JSON pointers (RFC 6901), applied by the ``jsonpatch`` library.
 * Strategic merge patch, for built-in types only: a merge patch in which the lists that
   Kubernetes declares with a merge key (containers by ``name``, ports by port number, ...)
   merge element-wise, with the ``$patch: delete|replace`` directives.
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.store import clone
+import jsonpatch
+
+from sandbox.kube.store import clone
 
 
 class PatchError(ValueError):
@@ -39,108 +41,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 # ----------------------------------------------------------------- RFC 6902
 def json_patch(doc: Any, ops: Any) -> Any:
+    """``doc`` with the operations applied (``doc`` itself is left untouched).
+
+    A malformed patch (not a list, an unknown operation, a missing member, a pointer that
+    is not a JSON pointer) is a BadPatch; a well-formed one that cannot be applied to this
+    document (a missing path, an index out of range, a failed ``test``) a PatchError.
+    """
     if not isinstance(ops, list):
         raise BadPatch("a JSON patch must be a list of operations")
-    doc = clone(doc)
-    for op in ops:
-        doc = _apply_op(doc, op)
-    return doc
-
-
-def _apply_op(doc: Any, op: Any) -> Any:
-    if not isinstance(op, dict) or not isinstance(op.get("path"), str):
-        raise BadPatch(f"invalid JSON patch operation: {op!r}")
-    kind, path = op.get("op"), op["path"]
-    if kind in ("add", "replace", "test") and "value" not in op:
-        raise BadPatch(f"operation {kind!r} on {path!r} has no value")
-    if kind == "add":
-        return _add(doc, path, clone(op["value"]))
-    if kind == "remove":
-        return _remove(doc, path)[0]
-    if kind == "replace":
-        if path == "":
-            return clone(op["value"])
-        _resolve(doc, path)  # must exist
-        return _add(_remove(doc, path)[0], path, clone(op["value"]))
-    if kind in ("move", "copy"):
-        source = op.get("from")
-        if not isinstance(source, str):
-            raise BadPatch(f"operation {kind!r} needs 'from'")
-        if kind == "move":
-            if path.startswith(source + "/"):
-                raise PatchError(f"cannot move {source!r} into its own child {path!r}")
-            doc, value = _remove(doc, source)
-        else:
-            value = clone(_resolve(doc, source))
-        return _add(doc, path, value)
-    if kind == "test":
-        if _resolve(doc, path) != op["value"]:
-            raise PatchError(f"testing value {path} failed")
-        return doc
-    raise BadPatch(f"unknown JSON patch operation {kind!r}")
-
-
-def _tokens(pointer: str) -> list[str]:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise BadPatch(f"JSON pointer {pointer!r} must start with '/'")
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-
-def _index(container: list, token: str, pointer: str, *, allow_end: bool) -> int:
-    if token == "-" and allow_end:
-        return len(container)
-    if not token.isdigit() or (token != "0" and token.startswith("0")):
-        raise PatchError(f"invalid array index {token!r} in {pointer!r}")
-    index = int(token)
-    if index > len(container) or (index == len(container) and not allow_end):
-        raise PatchError(f"array index {index} out of range in {pointer!r}")
-    return index
-
-
-def _resolve(doc: Any, pointer: str) -> Any:
-    node = doc
-    for token in _tokens(pointer):
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_index(node, token, pointer, allow_end=False)]
-        else:
-            raise PatchError(f"doc is missing path: {pointer!r}")
-    return node
-
-
-def _parent(doc: Any, pointer: str) -> tuple[Any, str]:
-    tokens = _tokens(pointer)
-    if not tokens:
-        raise PatchError("the whole document cannot be the target here")
-    parent_pointer = "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens[:-1])
-    return _resolve(doc, parent_pointer), tokens[-1]
-
-
-def _add(doc: Any, pointer: str, value: Any) -> Any:
-    if pointer == "":
-        return value
-    parent, last = _parent(doc, pointer)
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, last, pointer, allow_end=True), value)
-    else:
-        raise PatchError(f"doc is missing path: {pointer!r}")
-    return doc
-
-
-def _remove(doc: Any, pointer: str) -> tuple[Any, Any]:
-    parent, last = _parent(doc, pointer)
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise PatchError(f"doc is missing path: {pointer!r}")
-        return doc, parent.pop(last)
-    if isinstance(parent, list):
-        return doc, parent.pop(_index(parent, last, pointer, allow_end=False))
-    raise PatchError(f"doc is missing path: {pointer!r}")
+    try:
+        patch = jsonpatch.JsonPatch(ops)
+        for op in ops:
+            for member in ("path", "from"):
+                if isinstance(op.get(member), str):
+                    jsonpatch.JsonPointer(op[member])  # the syntax only; resolving comes later
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise BadPatch(f"invalid JSON patch: {exc}") from exc
+    try:
+        return patch.apply(doc)
+    except jsonpatch.InvalidJsonPatch as exc:  # e.g. "add" without a value
+        raise BadPatch(f"invalid JSON patch: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise PatchError(f"the JSON patch cannot be applied: {exc}") from exc
 
 
 # ----------------------------------------------------- strategic merge patch

@@ -58,8 +58,11 @@ class VersionBehaviour:
     def __post_init__(self) -> None:
         _check(0.0 <= self.error_rate <= 1.0, "errorRate", "must be between 0 and 1")
         _check(self.latency_median_ms > 0, "latencyMedianMs", "must be positive")
-        _check(self.latency_p99_ms >= self.latency_median_ms, "latencyP99Ms",
-               "must not be below latencyMedianMs")
+        _check(
+            self.latency_p99_ms >= self.latency_median_ms,
+            "latencyP99Ms",
+            "must not be below latencyMedianMs",
+        )
         _check(self.startup_delay_s >= 0, "startupDelaySeconds", "cannot be negative")
         _check(self.after_s >= 0, "after", "cannot be negative")
         mu = math.log(self.latency_median_ms)
@@ -80,8 +83,9 @@ def _check(ok: bool, name: str, problem: str) -> None:
         raise ValueError(f"{name}: {problem}")
 
 
-BASELINE = VersionBehaviour(error_rate=0.001, latency_median_ms=20.0, latency_p99_ms=60.0,
-                            startup_delay_s=0.5)
+BASELINE = VersionBehaviour(
+    error_rate=0.001, latency_median_ms=20.0, latency_p99_ms=60.0, startup_delay_s=0.5
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,9 @@ class Scenario:
     versions: Mapping[str, VersionBehaviour] = field(default_factory=dict)
     description: str = ""
 
-    def behaviour(self, version: str, *, workload: str | None = None,
-                  ready_for_s: float | None = None) -> VersionBehaviour:
+    def behaviour(
+        self, version: str, *, workload: str | None = None, ready_for_s: float | None = None
+    ) -> VersionBehaviour:
         """The behaviour of a version (or workload).
 
         With ``ready_for_s`` (seconds since the workload became ready), a version whose
@@ -102,20 +107,34 @@ class Scenario:
         if found is None:
             return self.default
         if ready_for_s is not None and ready_for_s < found.after_s:
-            return replace(self.default, startup_delay_s=found.startup_delay_s,
-                           never_ready=found.never_ready, after_s=0.0)
+            return replace(
+                self.default,
+                startup_delay_s=found.startup_delay_s,
+                never_ready=found.never_ready,
+                after_s=0.0,
+            )
         return found
 
 
 BUILTIN_SCENARIOS: dict[str, Scenario] = {
     "healthy": Scenario("healthy", description="v2 behaves like v1"),
-    "faulty": Scenario("faulty", versions={"v2": replace(BASELINE, error_rate=0.10)},
-                       description="v2 answers 5xx to 10% of requests"),
-    "slow": Scenario("slow", versions={"v2": replace(BASELINE, latency_p99_ms=360.0)},
-                     description="v2's p99 latency is 300 ms above v1's"),
-    "unready": Scenario("unready", versions={"v2": replace(BASELINE, never_ready=True)},
-                        description="v2's pods never become ready"),
+    "faulty": Scenario(
+        "faulty",
+        versions={"v2": replace(BASELINE, error_rate=0.10)},
+        description="v2 answers 5xx to 10% of requests",
+    ),
+    "slow": Scenario(
+        "slow",
+        versions={"v2": replace(BASELINE, latency_p99_ms=360.0)},
+        description="v2's p99 latency is 300 ms above v1's",
+    ),
+    "unready": Scenario(
+        "unready",
+        versions={"v2": replace(BASELINE, never_ready=True)},
+        description="v2's pods never become ready",
+    ),
 }
+
 
 # YAML field -> (VersionBehaviour field, converter)
 def _number(value: Any) -> float:
@@ -149,8 +168,9 @@ def _convert(where: str, key: str, value: Any) -> Any:
         raise ValueError(f"{where}.{key}: {exc}") from None
 
 
-def _behaviour(where: str, spec: Any, base: VersionBehaviour,
-               allow_after: bool) -> VersionBehaviour:
+def _behaviour(
+    where: str, spec: Any, base: VersionBehaviour, allow_after: bool
+) -> VersionBehaviour:
     if spec is None:
         spec = {}
     if not isinstance(spec, Mapping):
@@ -173,8 +193,10 @@ def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
         raise ValueError(f"{source}: expected a mapping with name, default and versions")
     unknown = set(data) - {"name", "description", "default", "versions"}
     if unknown:
-        raise ValueError(f"{source}: {sorted(unknown)[0]}: unknown field "
-                         "(allowed: name, description, default, versions)")
+        raise ValueError(
+            f"{source}: {sorted(unknown)[0]}: unknown field "
+            "(allowed: name, description, default, versions)"
+        )
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{source}: name: expected a non-empty string")
@@ -182,8 +204,10 @@ def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
     versions = data.get("versions") or {}
     if not isinstance(versions, Mapping):
         raise ValueError(f"{source}: versions: expected a mapping of version to behaviour")
-    overrides = {str(v): _behaviour(f"{source}: versions.{v}", spec, default, True)
-                 for v, spec in versions.items()}
+    overrides = {
+        str(v): _behaviour(f"{source}: versions.{v}", spec, default, True)
+        for v, spec in versions.items()
+    }
     return Scenario(name, default, overrides, str(data.get("description") or ""))
 
 
@@ -194,8 +218,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     path = Path(name_or_path)
     if not path.is_file():
         names = ", ".join(BUILTIN_SCENARIOS)
-        raise ValueError(f"unknown scenario {str(name_or_path)!r}: not a built-in ({names}) "
-                         "nor a file")
+        raise ValueError(
+            f"unknown scenario {str(name_or_path)!r}: not a built-in ({names}) nor a file"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

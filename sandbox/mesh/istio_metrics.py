@@ -18,15 +18,31 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sandbox.mesh_routing import UNKNOWN, RouteResult
+from sandbox.mesh.routing import UNKNOWN, RouteResult
 
 DURATION_BUCKETS_MS: tuple[float, ...] = (
-    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
-    600000, 1800000, 3600000,
+    0.5,
+    1,
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+    60000,
+    300000,
+    600000,
+    1800000,
+    3600000,
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLUSTER = "Kubernetes"  # Istio's default cluster id
@@ -74,8 +90,7 @@ def _principal(namespace: str, app: str) -> str:
     return f"spiffe://cluster.local/ns/{namespace}/sa/{app}"
 
 
-def istio_labels(reporter: str, source: Source, result: RouteResult, status: int
-                 ) -> dict[str, str]:
+def istio_labels(reporter: str, source: Source, result: RouteResult, status: int) -> dict[str, str]:
     """The standard Istio label set of one request as one reporter sees it."""
     reached = result.status is None
     dest_ns = (result.workload_namespace or UNKNOWN) if reached else UNKNOWN
@@ -131,13 +146,11 @@ class IstioMetrics:
         self._labels: dict[tuple[str, _Key], str] = {}
         self._series_of: dict[RouteResult, RouteResult] = {}
 
-    def record(self, source: Source, result: RouteResult, status: int, latency_ms: float
-               ) -> None:
+    def record(self, source: Source, result: RouteResult, status: int, latency_ms: float) -> None:
         """One request: ``status`` is what the caller got (the mesh's or the workload's)."""
         self.record_many([(source, result, status, latency_ms)])
 
-    def record_many(self, requests: Iterable[tuple[Source, RouteResult, int, float]]
-                    ) -> None:
+    def record_many(self, requests: Iterable[tuple[Source, RouteResult, int, float]]) -> None:
         with self._lock:
             counts, series_of = self._counts, self._series_of
             for source, result, status, latency in requests:
@@ -193,62 +206,3 @@ class IstioMetrics:
             out.append(f"{name}_sum{{{labels}}} {h.total!r}")
             out.append(f"{name}_count{{{labels}}} {h.count}")
         return ("\n".join(out) + "\n").encode()
-
-
-class MetricsHTTPServer:
-    """Serves a metrics callable on ``/metrics`` (and Envoy's ``/stats/prometheus``)."""
-
-    def __init__(self, render: Callable[[], bytes], host: str = "127.0.0.1", port: int = 0
-                 ) -> None:
-        handler = _metrics_handler(render)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/metrics"
-
-    @property
-    def address(self) -> str:
-        """host:port, as a Prometheus scrape target."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="istio-metrics-http", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsHTTPServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _metrics_handler(render: Callable[[], bytes]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] not in ("/metrics", "/stats/prometheus"):
-                self.send_error(404)
-                return
-            body = render()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes every second would flood the test output
-
-    return Handler

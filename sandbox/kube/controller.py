@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sandbox.chaos import Chaos
-from sandbox.store import AlreadyExists, NotFound, ObjectStore, clone, now_rfc3339
+from sandbox.kube.store import AlreadyExists, NotFound, ObjectStore, clone, now_rfc3339
 
 Obj = dict[str, Any]
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -48,6 +47,18 @@ class Scenario(Protocol):
     ``never_ready``; scenarios that also take ``workload=`` get the Deployment name."""
 
     def behaviour(self, version: str) -> Any: ...
+
+
+class ReadinessFaults(Protocol):
+    """Readiness flapping (``sandbox.chaos.Chaos`` is one)."""
+
+    def flapped(self, pod: Obj, now: float) -> bool:
+        """Whether a pod that would be ready is unready at ``now``."""
+        ...
+
+    def next_flap_change(self, now: float) -> float | None:
+        """When flapping may next change a pod's readiness (None: never)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,16 @@ def _percent_or_int(value: Any, total: int, *, round_up: bool) -> int:
 
 
 class ReadinessController:
-    def __init__(self, store: ObjectStore, scenario: Scenario | None = None, *,
-                 default_delay_s: float = 0.5, delay_override_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, chaos: Chaos | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        scenario: Scenario | None = None,
+        *,
+        default_delay_s: float = 0.5,
+        delay_override_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        chaos: ReadinessFaults | None = None,
+    ) -> None:
         self.store = store
         self.chaos = chaos  # readiness flapping (sandbox.chaos)
         self.scenario = scenario
@@ -100,8 +117,7 @@ class ReadinessController:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> ReadinessController:
-        self._thread = threading.Thread(target=self._run, name="sandbox-controller",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sandbox-controller", daemon=True)
         self._thread.start()
         return self
 
@@ -200,8 +216,9 @@ class ReadinessController:
         return min(due) if due else None
 
     # ----------------------------------------------------------------- pods
-    def _scale(self, dep: Obj, thash: str, current: list[Obj], desired: int, now: float
-               ) -> list[Obj]:
+    def _scale(
+        self, dep: Obj, thash: str, current: list[Obj], desired: int, now: float
+    ) -> list[Obj]:
         current = sorted(current, key=lambda p: p["metadata"]["creationTimestamp"])
         while len(current) > desired:
             # Scale down the least useful first: unready, then newest.
@@ -221,18 +238,25 @@ class ReadinessController:
         labels = dict(tmeta.get("labels") or {}) | {"pod-template-hash": thash}
         behaviour = self.behaviour(labels.get("version", ""), meta["name"])
         pod_meta: Obj = {
-            "name": f"{rs_name}-{_suffix()}", "generateName": f"{rs_name}-",
-            "namespace": meta["namespace"], "labels": labels,
-            "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name,
-                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{meta['uid']}/{thash}")),
-                "controller": True, "blockOwnerDeletion": True}],
+            "name": f"{rs_name}-{_suffix()}",
+            "generateName": f"{rs_name}-",
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": rs_name,
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{meta['uid']}/{thash}")),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         }
         if tmeta.get("annotations"):
             pod_meta["annotations"] = dict(tmeta["annotations"])
         spec = clone(template.get("spec") or {}) | {"nodeName": NODE_NAME}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec,
-               "status": {}}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec, "status": {}}
         pod["status"] = _pod_status(pod, False, behaviour.never_ready, self._ip())
         try:
             created = self.store.create("pods", pod)
@@ -269,8 +293,12 @@ class ReadinessController:
             never = clock.ready_at is None
             new_status = _pod_status(pod, ready, never, status.get("podIP", self._ip()))
             try:
-                self.store.update("pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
-                                  lambda p: p | {"status": new_status})
+                self.store.update(
+                    "pods",
+                    pod["metadata"]["namespace"],
+                    pod["metadata"]["name"],
+                    lambda p: p | {"status": new_status},
+                )
             except NotFound:
                 return None
         if ready or clock.ready_at is None or clock.ready_at <= now:
@@ -283,29 +311,39 @@ class ReadinessController:
         self._pods.pop(pod["metadata"]["uid"], None)
 
     # --------------------------------------------------------------- status
-    def _write_status(self, dep: Obj, thash: str, current: list[Obj], old: list[Obj],
-                      now: float) -> None:
+    def _write_status(
+        self, dep: Obj, thash: str, current: list[Obj], old: list[Obj], now: float
+    ) -> None:
         meta = dep["metadata"]
         spec = dep.get("spec") or {}
         desired = int(spec.get("replicas", 1))
         ready = sum(self._ready(p, now) for p in current + old)
         total = len(current) + len(old)
-        counts = {"replicas": total, "updatedReplicas": len(current), "readyReplicas": ready,
-                  "availableReplicas": ready,
-                  "unavailableReplicas": max(max(total, desired) - ready, 0)}
+        counts = {
+            "replicas": total,
+            "updatedReplicas": len(current),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(max(total, desired) - ready, 0),
+        }
         rs_name = f"{meta['name']}-{thash}"
         started = self._progress[(meta["namespace"], meta["name"])][1]
         complete = len(current) == desired and ready >= desired and not old
         deadline = float(spec.get("progressDeadlineSeconds", 600))
         rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-        max_unavailable = _percent_or_int(rolling.get("maxUnavailable", "25%"), desired,
-                                          round_up=False)
+        max_unavailable = _percent_or_int(
+            rolling.get("maxUnavailable", "25%"), desired, round_up=False
+        )
         available = ready >= desired - max_unavailable
         conditions = [
-            ("Available", available,
-             "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-             "Deployment has minimum availability." if available
-             else "Deployment does not have minimum availability."),
+            (
+                "Available",
+                available,
+                "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+            ),
             _progressing(rs_name, complete, now - started > deadline),
         ]
         revision = self._revision(dep, thash)
@@ -321,6 +359,7 @@ class ReadinessController:
             annotations = obj["metadata"].setdefault("annotations", {})
             annotations[REVISION_ANNOTATION] = revision
             return obj
+
         with contextlib.suppress(NotFound):
             self.store.update("deployments", meta["namespace"], meta["name"], mutate)
 
@@ -355,8 +394,10 @@ def _suffix() -> str:
 
 
 def _is_ready(status: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in status.get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
 
 
 def _pod_status(pod: Obj, ready: bool, never: bool, ip: str) -> Obj:
@@ -365,40 +406,77 @@ def _pod_status(pod: Obj, ready: bool, never: bool, ip: str) -> Obj:
     start = old.get("startTime", stamp)
     names = [c.get("name", "") for c in pod["spec"].get("containers") or []]
     flag = "True" if ready else "False"
-    not_ready = {"reason": "ContainersNotReady",
-                 "message": f"containers with unready status: [{' '.join(names)}]"}
-    conditions = [{"type": t, "status": "True", "lastTransitionTime": start}
-                  for t in ("PodReadyToStartContainers", "Initialized", "PodScheduled")]
+    not_ready = {
+        "reason": "ContainersNotReady",
+        "message": f"containers with unready status: [{' '.join(names)}]",
+    }
+    conditions = [
+        {"type": t, "status": "True", "lastTransitionTime": start}
+        for t in ("PodReadyToStartContainers", "Initialized", "PodScheduled")
+    ]
     for kind in ("ContainersReady", "Ready"):
-        conditions.append({"type": kind, "status": flag, "lastTransitionTime": stamp}
-                          | ({} if ready else not_ready))
+        conditions.append(
+            {"type": kind, "status": flag, "lastTransitionTime": stamp}
+            | ({} if ready else not_ready)
+        )
     statuses = []
     for container in pod["spec"].get("containers") or []:
-        entry: Obj = {"name": container.get("name", ""), "image": container.get("image", ""),
-                      "imageID": f"{container.get('image', '')}@sha256:{'0' * 64}",
-                      "containerID": f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
-                      "ready": ready, "started": not never, "restartCount": 0}
+        entry: Obj = {
+            "name": container.get("name", ""),
+            "image": container.get("image", ""),
+            "imageID": f"{container.get('image', '')}@sha256:{'0' * 64}",
+            "containerID": f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
+            "ready": ready,
+            "started": not never,
+            "restartCount": 0,
+        }
         if never:
             entry["restartCount"] = 5
-            entry["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message":
-                              f"back-off 2m40s restarting failed container={entry['name']}"}}
-            entry["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
-                                                 "startedAt": start, "finishedAt": stamp}}
+            entry["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off 2m40s restarting failed container={entry['name']}",
+                }
+            }
+            entry["lastState"] = {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "startedAt": start,
+                    "finishedAt": stamp,
+                }
+            }
         else:
             entry["state"] = {"running": {"startedAt": start}}
         statuses.append(entry)
-    return {"phase": "Running", "conditions": conditions, "hostIP": "172.18.0.2",
-            "hostIPs": [{"ip": "172.18.0.2"}], "podIP": ip, "podIPs": [{"ip": ip}],
-            "startTime": start, "qosClass": "BestEffort", "containerStatuses": statuses}
+    return {
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": "172.18.0.2",
+        "hostIPs": [{"ip": "172.18.0.2"}],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": start,
+        "qosClass": "BestEffort",
+        "containerStatuses": statuses,
+    }
 
 
 def _progressing(rs_name: str, complete: bool, timed_out: bool) -> tuple[str, bool, str, str]:
     if complete:
-        return ("Progressing", True, "NewReplicaSetAvailable",
-                f'ReplicaSet "{rs_name}" has successfully progressed.')
+        return (
+            "Progressing",
+            True,
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{rs_name}" has successfully progressed.',
+        )
     if timed_out:
-        return ("Progressing", False, "ProgressDeadlineExceeded",
-                f'ReplicaSet "{rs_name}" has timed out progressing.')
+        return (
+            "Progressing",
+            False,
+            "ProgressDeadlineExceeded",
+            f'ReplicaSet "{rs_name}" has timed out progressing.',
+        )
     return ("Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
 
 
@@ -412,9 +490,14 @@ def _conditions(previous: list[Obj], wanted: list[tuple[str, bool, str, str]]) -
         old = before.get(kind) or {}
         same_status = old.get("status") == status
         same = same_status and old.get("reason") == reason and old.get("message") == message
-        out.append({
-            "type": kind, "status": status,
-            "lastUpdateTime": old["lastUpdateTime"] if same else stamp,
-            "lastTransitionTime": old["lastTransitionTime"] if same_status else stamp,
-            "reason": reason, "message": message})
+        out.append(
+            {
+                "type": kind,
+                "status": status,
+                "lastUpdateTime": old["lastUpdateTime"] if same else stamp,
+                "lastTransitionTime": old["lastTransitionTime"] if same_status else stamp,
+                "reason": reason,
+                "message": message,
+            }
+        )
     return out

@@ -87,8 +87,9 @@ def from_label_selector(obj: Mapping[str, Any] | None) -> Selector:
     """A ``LabelSelector`` object (``matchLabels`` + ``matchExpressions``)."""
     if not obj:
         return ()
-    reqs = [Requirement(k, "in", frozenset([str(v)]))
-            for k, v in (obj.get("matchLabels") or {}).items()]
+    reqs = [
+        Requirement(k, "in", frozenset([str(v)])) for k, v in (obj.get("matchLabels") or {}).items()
+    ]
     ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
     for expr in obj.get("matchExpressions") or []:
         op = ops.get(expr.get("operator", ""))

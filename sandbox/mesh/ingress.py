@@ -5,7 +5,7 @@ The Host header names the destination service as a sidecar sees it (``reviews``,
 is the server's own address (an IP or ``localhost``), the first path segment names the
 service instead, so ``curl http://127.0.0.1:PORT/reviews/0`` works too.
 
-The request is routed with :mod:`sandbox.mesh_routing`; a forwarded request is answered
+The request is routed with :mod:`sandbox.mesh.routing`; a forwarded request is answered
 with the chosen version's behaviour (status, and a sleep of the sampled latency, capped),
 a header ``x-served-by: <workload>`` and a small JSON body. The mesh's own failures answer
 503 ``no healthy upstream`` or 404. Every request is recorded in the Istio metrics.
@@ -18,13 +18,14 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.istio_metrics import IstioMetrics, Source
-from sandbox.mesh_routing import MeshRouter, Request, RouteResult, Store
-from sandbox.scenarios import Scenario, load_scenario
-from sandbox.simulator import behaviour_for
+from sandbox.http_server import HttpServer, RequestHandler
+from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.istio_metrics import IstioMetrics, Source
+from sandbox.mesh.routing import MeshRouter, Request, RouteResult
+from sandbox.mesh.scenarios import Scenario, load_scenario
+from sandbox.mesh.simulator import behaviour_for
 
 GATEWAY = Source("istio-ingressgateway", "istio-system", "istio-ingressgateway", "unknown")
 _STARS = {"v2": "black", "v3": "red"}  # bookinfo: v1 shows no ratings
@@ -47,16 +48,21 @@ def _is_own_address(host: str) -> bool:
 
 def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]:
     """What the workload answers: bookinfo's reviews shape for reviews, a stub otherwise."""
-    body: dict[str, Any] = {"workload": result.workload, "version": result.version,
-                            "podname": pod_name(result.workload or "unknown")}
+    body: dict[str, Any] = {
+        "workload": result.workload,
+        "version": result.version,
+        "podname": pod_name(result.workload or "unknown"),
+    }
     if status >= 500:
         return {**body, "error": "internal server error"}
     if result.destination_service_name != "reviews":
         return {**body, "service": result.destination_service_name}
     parts = path.split("?", 1)[0].strip("/").split("/")
     product = parts[1] if len(parts) > 1 and parts[1] else "0"
-    reviews = [{"reviewer": "Reviewer1", "text": "A gripping read from start to finish."},
-               {"reviewer": "Reviewer2", "text": "Long, but the ending pays off."}]
+    reviews = [
+        {"reviewer": "Reviewer1", "text": "A gripping read from start to finish."},
+        {"reviewer": "Reviewer2", "text": "Long, but the ending pays off."},
+    ]
     color = _STARS.get(result.version or "")
     if color:
         for review, stars in zip(reviews, (5, 4), strict=True):
@@ -67,7 +73,7 @@ def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]
 class IngressServer:
     def __init__(
         self,
-        store: Store,
+        view: ClusterView,
         scenario: Scenario | str,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -82,33 +88,26 @@ class IngressServer:
     ) -> None:
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self.namespace = namespace
-        self.router = router or MeshRouter(store, namespace)
+        self.router = router or MeshRouter(view, namespace)
         self.metrics = metrics or IstioMetrics()
         self.source = source
         self.simulate_latency = simulate_latency
         self.max_latency_s = max_latency_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(
+            _handler(self), host=host, port=port, name="mesh-ingress", poll_interval=0.05
+        )
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="mesh-ingress", daemon=True)
-        self._thread.start()
+        self._http.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> IngressServer:
         self.start()
@@ -117,19 +116,26 @@ class IngressServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def handle(self, host: str, path: str, headers: dict[str, str], method: str
-               ) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, host: str, path: str, headers: dict[str, str], method: str
+    ) -> tuple[int, dict[str, str], bytes]:
         """Route and answer one request: (status, headers, body)."""
         if _is_own_address(host):
             host = _service_from_path(path)
-        request = Request(host, path, headers, method=method,
-                          source_labels={"app": self.source.app},
-                          source_namespace=self.source.namespace)
+        request = Request(
+            host,
+            path,
+            headers,
+            method=method,
+            source_labels={"app": self.source.app},
+            source_namespace=self.source.namespace,
+        )
         with self._rng_lock:
             result = self.router.table().route(request, self._rng)
             if result.status is None:
-                status, latency_ms = behaviour_for(self.scenario, self.router,
-                                                   result).sample(self._rng)
+                status, latency_ms = behaviour_for(self.scenario, self.router, result).sample(
+                    self._rng
+                )
             else:
                 status, latency_ms = result.status, 0.2
         if result.status is None and self.simulate_latency:
@@ -138,40 +144,33 @@ class IngressServer:
         return status, *self._reply(result, status, path, latency_ms)
 
     @staticmethod
-    def _reply(result: RouteResult, status: int, path: str, latency_ms: float
-               ) -> tuple[dict[str, str], bytes]:
+    def _reply(
+        result: RouteResult, status: int, path: str, latency_ms: float
+    ) -> tuple[dict[str, str], bytes]:
         if result.status is not None:
             text = "no healthy upstream" if result.response_flags == "UH" else result.reason
             return {"content-type": "text/plain"}, text.encode()
-        headers = {"content-type": "application/json",
-                   "x-served-by": result.workload or "unknown",
-                   "x-envoy-upstream-service-time": str(round(latency_ms))}
+        headers = {
+            "content-type": "application/json",
+            "x-served-by": result.workload or "unknown",
+            "x-envoy-upstream-service-time": str(round(latency_ms)),
+        }
         return headers, json.dumps(response_body(result, status, path)).encode()
 
 
-def _handler(ingress: IngressServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler(ingress: IngressServer) -> type[RequestHandler]:
+    class Handler(RequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)  # drain, the body is never used
             headers = {k: v for k, v in self.headers.items()}
             status, reply_headers, body = ingress.handle(
-                self.headers.get("host", ""), self.path, headers, self.command)
-            self.send_response(status)
-            for name, value in reply_headers.items():
-                self.send_header(name, value)
-            self.send_header("server", "istio-envoy")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+                self.headers.get("host", ""), self.path, headers, self.command
+            )
+            content_type = reply_headers.pop("content-type")
+            self.send_body(status, body, content_type, reply_headers | {"server": "istio-envoy"})
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
 
     return Handler

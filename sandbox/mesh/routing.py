@@ -1,7 +1,8 @@
-"""Istio sidecar routing, emulated over the sandbox's object store.
+"""Istio sidecar routing, emulated over a view of the cluster.
 
-Given the VirtualServices, DestinationRules, Services and Deployments in the store, a
-request ``(host, path, headers)`` is routed as an Istio sidecar would route it:
+Given the VirtualServices, DestinationRules, HTTPRoutes, Services and Deployments in the
+view (``sandbox.mesh.cluster_view``), a request ``(host, path, headers)`` is routed as an
+Istio sidecar would route it:
 
 * Host names: ``reviews``, ``reviews.<ns>``, ``reviews.<ns>.svc`` and
   ``reviews.<ns>.svc.cluster.local`` (an optional ``:port`` is ignored) all name the
@@ -27,13 +28,18 @@ request ``(host, path, headers)`` is routed as an Istio sidecar would route it:
   Traffic is spread over ready Deployments (``status.readyReplicas > 0``) in proportion to
   their ready replicas. Without a VirtualService, the Service's ready Deployments share
   the traffic the same way.
+* A Service that HTTPRoutes bind to (the Gateway API in the mesh, see
+  ``sandbox.mesh.gateway_routes``) is routed by them instead of by VirtualServices: the
+  most specific match wins, and the weighted ``backendRefs`` are Services whose ready
+  Deployments serve. A backend that is not a Service, or a rule whose weights are all 0,
+  answers 500, as the Gateway API asks.
 
 Failures: no ready endpoint gives 503 with response flag ``UH`` (no healthy upstream); a
 subset that no DestinationRule defines, or a destination host that is not a Service,
 gives 503 with ``NC`` (Envoy's "cluster not found"); a request that no route matches, or
 whose host is unknown, gives 404 with ``NR``.
 
-The routing table is rebuilt from the store only when ``store.revision()`` changes.
+The routing table is rebuilt from the view only when ``view.revision()`` changes.
 """
 
 from __future__ import annotations
@@ -48,15 +54,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
+
+from sandbox.mesh.cluster_view import ClusterView
+from sandbox.mesh.gateway_routes import GatewayRule, mesh_rules
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 UNKNOWN = "unknown"
-
-
-class Store(Protocol):
-    def list(self, resource: str, namespace: str | None = None) -> list[dict]: ...
-    def revision(self) -> int: ...
 
 
 ServiceKey = tuple[str, str]  # (namespace, name)
@@ -88,8 +92,17 @@ class RouteResult:
 class Request:
     """A request as the sidecar sees it; header names are lower-cased once, here."""
 
-    __slots__ = ("headers", "host", "method", "path", "query", "scheme", "source_labels",
-                 "source_namespace", "uri")
+    __slots__ = (
+        "headers",
+        "host",
+        "method",
+        "path",
+        "query",
+        "scheme",
+        "source_labels",
+        "source_namespace",
+        "uri",
+    )
 
     def __init__(
         self,
@@ -144,8 +157,9 @@ def parse_host(host: str, default_namespace: str) -> ServiceKey | None:
 Predicate = Callable[[Request], bool]
 
 
-def _string_matcher(spec: Mapping[str, Any] | None, ignore_case: bool = False
-                    ) -> Callable[[str | None], bool]:
+def _string_matcher(
+    spec: Mapping[str, Any] | None, ignore_case: bool = False
+) -> Callable[[str | None], bool]:
     """A StringMatch; an empty one only asks that the value be present."""
     if not spec:
         return lambda value: value is not None
@@ -280,22 +294,47 @@ class _Weighted(Generic[T]):
 Endpoints = _Weighted[RouteResult]
 
 
-def _answer(status: int, flags: str, reason: str, svc: ServiceKey | None, host: str = "",
-            subset: str | None = None) -> Endpoints:
+def _answer(
+    status: int,
+    flags: str,
+    reason: str,
+    svc: ServiceKey | None,
+    host: str = "",
+    subset: str | None = None,
+) -> Endpoints:
     """A fixed answer from the mesh itself (no workload involved)."""
     ns, name = svc or ("", "")
     service = fqdn(ns, name) if svc else host
-    result = RouteResult(status, None, None, service, subset, reason, flags,
-                         destination_service_name=name or host,
-                         destination_service_namespace=ns)
+    result = RouteResult(
+        status,
+        None,
+        None,
+        service,
+        subset,
+        reason,
+        flags,
+        destination_service_name=name or host,
+        destination_service_namespace=ns,
+    )
     return _Weighted([result], [1.0])
 
 
 def _forward(svc: ServiceKey, subset: str | None, workloads: list[Workload]) -> Endpoints:
     ns, name = svc
     results = [
-        RouteResult(None, w.name, w.version, fqdn(ns, name), subset, "forwarded", "-",
-                    w.namespace, w.app, name, ns)
+        RouteResult(
+            None,
+            w.name,
+            w.version,
+            fqdn(ns, name),
+            subset,
+            "forwarded",
+            "-",
+            w.namespace,
+            w.app,
+            name,
+            ns,
+        )
         for w in workloads
     ]
     return _Weighted(results, [float(w.ready_replicas) for w in workloads])
@@ -314,28 +353,40 @@ class _CompiledRoute:
 
 
 def _by_creation(objs: Iterable[dict]) -> list[dict]:
-    return sorted(objs, key=lambda o: (o["metadata"].get("creationTimestamp") or "",
-                                       o["metadata"].get("name", "")))
+    return sorted(
+        objs,
+        key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"].get("name", "")),
+    )
 
 
 class RoutingTable:
-    """An immutable snapshot of the mesh's routes at one store revision."""
+    """An immutable snapshot of the mesh's routes at one revision of the view."""
 
-    def __init__(self, revision: int, services: list[dict], deployments: list[dict],
-                 virtual_services: list[dict], destination_rules: list[dict],
-                 default_namespace: str = "default") -> None:
+    def __init__(
+        self,
+        revision: int,
+        services: list[dict],
+        deployments: list[dict],
+        virtual_services: list[dict],
+        destination_rules: list[dict],
+        default_namespace: str = "default",
+        http_routes: list[dict] | None = None,
+    ) -> None:
         self.revision = revision
         self.default_namespace = default_namespace
         self.selectors: dict[ServiceKey, dict[str, str]] = {
-            (s["metadata"].get("namespace") or "default", s["metadata"]["name"]):
-                dict((s.get("spec") or {}).get("selector") or {})
+            (s["metadata"].get("namespace") or "default", s["metadata"]["name"]): dict(
+                (s.get("spec") or {}).get("selector") or {}
+            )
             for s in services
         }
         self.workloads = [_workload(d) for d in deployments]
         self.subsets = self._subsets(destination_rules)
         self.routes: dict[ServiceKey, list[_CompiledRoute]] = {}
         self.route_specs: dict[ServiceKey, list[dict]] = {}
+        self.http_route_specs: dict[ServiceKey, list[dict]] = {}
         self._compile_virtual_services(virtual_services)
+        self._compile_http_routes(http_routes or [])
         self._service_endpoints = {svc: self._endpoints(svc, None) for svc in self.selectors}
 
     # building
@@ -366,8 +417,31 @@ class RoutingTable:
                     self.routes.setdefault(svc, []).append(self._compile_route(http, ns, svc))
                     self.route_specs.setdefault(svc, []).append(http)
 
-    def _compile_route(self, http: Mapping[str, Any], ns: str, svc: ServiceKey
-                       ) -> _CompiledRoute:
+    def _compile_http_routes(self, http_routes: list[dict]) -> None:
+        for svc, rules in mesh_rules(http_routes).items():
+            # A Service with HTTPRoutes attached is routed by them; its VirtualServices
+            # no longer apply.
+            self.routes[svc] = [self._compile_gateway_rule(rule, svc) for rule in rules]
+            self.route_specs.pop(svc, None)
+            self.http_route_specs[svc] = [rule.spec for rule in rules]
+
+    def _compile_gateway_rule(self, rule: GatewayRule, svc: ServiceKey) -> _CompiledRoute:
+        choices, weights = [], []
+        for backend in rule.backends:
+            if backend.service is None or backend.service not in self.selectors:
+                # The Gateway API's answer for what would have gone to an invalid backend.
+                choices.append(
+                    _answer(500, "-", "invalid backend: not a service", backend.service or svc)
+                )
+            else:
+                choices.append(self._endpoints(backend.service, None))
+            weights.append(max(backend.weight, 0.0))
+        if not choices or sum(weights) <= 0:
+            bad = _answer(500, "-", "no backend with a weight above 0", svc)
+            return _CompiledRoute(rule.name, rule.predicate, None, bad)
+        return _CompiledRoute(rule.name, rule.predicate, _Weighted(choices, weights))
+
+    def _compile_route(self, http: Mapping[str, Any], ns: str, svc: ServiceKey) -> _CompiledRoute:
         name, predicate = http.get("name", ""), _route_predicate(http.get("match"))
         fixed = self._fixed_answer(http, svc)
         if fixed is not None:
@@ -375,8 +449,11 @@ class RoutingTable:
         choices, weights = [], []
         for d in http.get("route") or []:
             dest = d.get("destination") or {}
-            choices.append(self._destination(parse_host(dest.get("host", ""), ns),
-                                             dest.get("subset"), dest.get("host", "")))
+            choices.append(
+                self._destination(
+                    parse_host(dest.get("host", ""), ns), dest.get("subset"), dest.get("host", "")
+                )
+            )
             weights.append(float(d.get("weight") or 0))
         if len(choices) == 1:
             weights = [1.0]  # a lone destination takes all traffic, whatever its weight
@@ -395,14 +472,15 @@ class RoutingTable:
             return _answer(status, "-", "redirect", svc)
         return None
 
-    def _destination(self, svc: ServiceKey | None, subset: str | None, host: str
-                     ) -> Endpoints:
+    def _destination(self, svc: ServiceKey | None, subset: str | None, host: str) -> Endpoints:
         if svc is None or svc not in self.selectors:
-            return _answer(503, "NC", "cluster not found: destination host is not a service",
-                           svc, host, subset)
+            return _answer(
+                503, "NC", "cluster not found: destination host is not a service", svc, host, subset
+            )
         if subset is not None and subset not in self.subsets.get(svc, {}):
-            return _answer(503, "NC", f"cluster not found: subset {subset!r} is not defined",
-                           svc, host, subset)
+            return _answer(
+                503, "NC", f"cluster not found: subset {subset!r} is not defined", svc, host, subset
+            )
         return self._endpoints(svc, subset)
 
     def _endpoints(self, svc: ServiceKey, subset: str | None) -> Endpoints:
@@ -411,8 +489,11 @@ class RoutingTable:
         if subset is not None:
             wanted.update(self.subsets[svc][subset])
         ready = [
-            w for w in self.workloads
-            if w.namespace == svc[0] and selector and w.ready_replicas > 0
+            w
+            for w in self.workloads
+            if w.namespace == svc[0]
+            and selector
+            and w.ready_replicas > 0
             and all(w.labels.get(k) == v for k, v in wanted.items())
         ]
         if not ready:
@@ -462,24 +543,30 @@ class RoutingTable:
         return {
             "revision": self.revision,
             "services": {fqdn(*svc): dict(sel) for svc, sel in self.selectors.items()},
-            # Copies: the specs may be the store's shared objects.
-            "virtualServiceRoutes": {fqdn(*svc): copy.deepcopy(specs)
-                                     for svc, specs in self.route_specs.items()},
+            # Copies: the specs may be the view's shared objects.
+            "virtualServiceRoutes": {
+                fqdn(*svc): copy.deepcopy(specs) for svc, specs in self.route_specs.items()
+            },
+            "httpRoutes": {
+                fqdn(*svc): copy.deepcopy(specs) for svc, specs in self.http_route_specs.items()
+            },
             "subsets": {fqdn(*svc): dict(s) for svc, s in self.subsets.items()},
-            "readyWorkloads": {f"{ns}/{name}": w.ready_replicas
-                               for (ns, name), w in self.ready_workloads().items()},
+            "readyWorkloads": {
+                f"{ns}/{name}": w.ready_replicas for (ns, name), w in self.ready_workloads().items()
+            },
         }
 
 
 class MeshRouter:
-    """Routes requests over the store, rebuilding its table when the store's revision moves.
+    """Routes requests over a view of the cluster, rebuilding its table when the view's
+    revision moves.
 
     It also remembers since when each workload has been ready, so scenarios can start a
     fault some time after a version became ready.
     """
 
-    def __init__(self, store: Store, namespace: str = "default") -> None:
-        self.store = store
+    def __init__(self, view: ClusterView, namespace: str = "default") -> None:
+        self.view = view
         self.namespace = namespace
         self._lock = threading.Lock()
         self._table: RoutingTable | None = None
@@ -487,8 +574,8 @@ class MeshRouter:
         self._became_ready: dict[tuple[str, str], list[float]] = {}
 
     def table(self) -> RoutingTable:
-        """The current table; costs one ``store.revision()`` call when nothing changed."""
-        revision = self.store.revision()
+        """The current table; costs one ``view.revision()`` call when nothing changed."""
+        revision = self.view.revision()
         table = self._table
         if table is not None and table.revision == revision:
             return table
@@ -499,15 +586,21 @@ class MeshRouter:
             return self._table
 
     def _build(self, revision: int) -> RoutingTable:
-        # The table only reads the objects, so a store's shared snapshot spares the copies.
-        snapshot = getattr(self.store, "snapshot", None)
+        # The table only reads the objects, so a view's shared snapshot spares the copies.
+        snapshot = getattr(self.view, "snapshot", None)
 
         def objects(resource: str) -> list[dict]:
-            return snapshot(resource)[0] if snapshot else self.store.list(resource)
+            return snapshot(resource)[0] if snapshot else self.view.list(resource)
 
-        return RoutingTable(revision, objects("services"), objects("deployments"),
-                            objects("virtualservices"), objects("destinationrules"),
-                            self.namespace)
+        return RoutingTable(
+            revision,
+            objects("services"),
+            objects("deployments"),
+            objects("virtualservices"),
+            objects("destinationrules"),
+            self.namespace,
+            objects("httproutes"),
+        )
 
     def _track_readiness(self, table: RoutingTable) -> None:
         now = time.monotonic()
@@ -531,6 +624,12 @@ class MeshRouter:
         since = self._ready_since.get((namespace, workload))
         return None if since is None else time.monotonic() - since
 
-    def route(self, host: str, path: str = "/", headers: Mapping[str, str] | None = None,
-              rng: random.Random | None = None, **request_fields: Any) -> RouteResult:
+    def route(
+        self,
+        host: str,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        **request_fields: Any,
+    ) -> RouteResult:
         return self.table().route(Request(host, path, headers, **request_fields), rng)

@@ -24,17 +24,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from sandbox import builtin_types as bt
-from sandbox.chaos import Chaos
-from sandbox.istio_schema import IstioValidator
-from sandbox.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
-from sandbox.resources import (
+from sandbox.http_server import HttpServer, RequestHandler
+from sandbox.kube import builtin_types as bt
+from sandbox.kube.istio_schema import IstioValidator
+from sandbox.kube.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
+from sandbox.kube.resources import (
     BY_PATH,
     BY_PLURAL,
     KUBE_VERSION,
@@ -44,7 +44,7 @@ from sandbox.resources import (
     api_resource_list,
     api_versions,
 )
-from sandbox.selectors import (
+from sandbox.kube.selectors import (
     SelectorError,
     field_matches,
     from_label_selector,
@@ -53,32 +53,48 @@ from sandbox.selectors import (
     parse_label_selector,
     to_string,
 )
-from sandbox.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore, clone
-from sandbox.validation import FieldError
+from sandbox.kube.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore, clone
+from sandbox.kube.validation import FieldError
 
 Obj = dict[str, Any]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
-HTTP_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-                409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
-                500: "InternalError"}
+HTTP_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    500: "InternalError",
+}
 
 
 # ----------------------------------------------------------------- errors
 class ApiError(Exception):
     """An error answer: a ``Status`` object with the HTTP code."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None,
-                 details: Obj | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, reason: str | None = None, details: Obj | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.message = code, message
         self.reason = reason or HTTP_REASONS.get(code, "Unknown")
         self.details = details
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -93,16 +109,14 @@ def _details(rtype: ResourceType, name: str, *, kind: str | None = None) -> Obj:
 
 
 def not_found(rtype: ResourceType, name: str) -> ApiError:
-    return ApiError(404, f'{rtype.qualified} "{name}" not found', "NotFound",
-                    _details(rtype, name))
+    return ApiError(404, f'{rtype.qualified} "{name}" not found', "NotFound", _details(rtype, name))
 
 
 def invalid(rtype: ResourceType, name: str, errors: list[FieldError]) -> ApiError:
     text = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(map(str, errors)) + "]"
     causes = [{"reason": e.reason, "message": e.message(), "field": e.field} for e in errors]
     details = _details(rtype, name, kind=rtype.kind) | {"causes": causes}
-    return ApiError(422, f'{rtype.qualified_kind} "{name}" is invalid: {text}', "Invalid",
-                    details)
+    return ApiError(422, f'{rtype.qualified_kind} "{name}" is invalid: {text}', "Invalid", details)
 
 
 def _store_error(rtype: ResourceType, exc: Exception) -> ApiError:
@@ -110,11 +124,30 @@ def _store_error(rtype: ResourceType, exc: Exception) -> ApiError:
     if isinstance(exc, NotFound):
         return not_found(rtype, name)
     if isinstance(exc, AlreadyExists):
-        return ApiError(409, f'{rtype.qualified} "{name}" already exists', "AlreadyExists",
-                        _details(rtype, name))
-    return ApiError(409, f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the '
-                    "object has been modified; please apply your changes to the latest "
-                    "version and try again", "Conflict", _details(rtype, name))
+        return ApiError(
+            409,
+            f'{rtype.qualified} "{name}" already exists',
+            "AlreadyExists",
+            _details(rtype, name),
+        )
+    return ApiError(
+        409,
+        f'Operation cannot be fulfilled on {rtype.qualified} "{name}": the '
+        "object has been modified; please apply your changes to the latest "
+        "version and try again",
+        "Conflict",
+        _details(rtype, name),
+    )
+
+
+# ------------------------------------------------------------ fault injection
+class RequestFaults(Protocol):
+    """Faults drawn at each request's entry (``sandbox.chaos.Chaos`` is one)."""
+
+    def intercept(self, handler: BaseHTTPRequestHandler, record: Callable[[int], None]) -> bool:
+        """Apply a fault to the request; True when the fault answered it (or hung up).
+        ``record(status)`` logs the request as answered with ``status`` (0: no answer)."""
+        ...
 
 
 # --------------------------------------------------------- request / answer
@@ -161,9 +194,16 @@ class Target:
 
 # ----------------------------------------------------------------- server
 class ApiServer:
-    def __init__(self, store: ObjectStore, *, host: str = "127.0.0.1", port: int = 0,
-                 istio: IstioValidator | None = None, log_size: int = 5000,
-                 chaos: Chaos | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        istio: IstioValidator | None = None,
+        log_size: int = 5000,
+        chaos: RequestFaults | None = None,
+    ) -> None:
         self.store = store
         self.chaos = chaos  # fault injection (sandbox.chaos), checked at each request's entry
         self.istio = istio or IstioValidator()
@@ -171,37 +211,27 @@ class ApiServer:
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._log_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = _Server((host, port), _Handler)
-        self._httpd.api = self
-        self._thread: threading.Thread | None = None
+        self._http = HttpServer(_handler(self), host=host, port=port, name="sandbox-apiserver")
 
     # ------------------------------------------------------------ lifecycle
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._httpd.server_address[:2]
-        return str(host), int(port)
+        return self._http.address
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def start(self) -> ApiServer:
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.ensure_namespace(ns)
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2},
-                                        name="sandbox-apiserver", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self.store.poke()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-        self._httpd.server_close()
+        self.store.poke()  # open watches notice the stop and end their streams
+        self._http.stop()
 
     def ensure_namespace(self, name: str) -> None:
         if self.store.get("namespaces", None, name) is None:
@@ -307,11 +337,11 @@ class ApiServer:
             return self._scale(req, t)
         if t.name is None:
             if m == "GET":
-                return self._watch(req, t) if _truthy(req.query.get("watch")) \
-                    else self._list(req, t)
+                return (
+                    self._watch(req, t) if _truthy(req.query.get("watch")) else self._list(req, t)
+                )
             if m == "POST":
-                return self._create(t, self._decode(t, req.body, req.content_type),
-                                    _dry_run(req))
+                return self._create(t, self._decode(t, req.body, req.content_type), _dry_run(req))
             if m == "DELETE":
                 return self._delete_collection(req, t)
         elif m == "GET":
@@ -322,8 +352,11 @@ class ApiServer:
             return self._patch(req, t)
         elif m == "DELETE" and t.sub is None:
             return self._delete(req, t)
-        raise ApiError(405, f"the server does not allow this method on the requested "
-                       f"resource ({m})", "MethodNotAllowed")
+        raise ApiError(
+            405,
+            f"the server does not allow this method on the requested resource ({m})",
+            "MethodNotAllowed",
+        )
 
     # ---------------------------------------------------------------- reads
     def _get(self, t: Target) -> Obj:
@@ -348,18 +381,27 @@ class ApiServer:
 
         def keep(obj: Obj) -> bool:
             meta = obj.get("metadata", {})
-            return ((namespace is None or meta.get("namespace") == namespace)
-                    and matches(labels, meta.get("labels"))
-                    and field_matches(fields, obj))
+            return (
+                (namespace is None or meta.get("namespace") == namespace)
+                and matches(labels, meta.get("labels"))
+                and field_matches(fields, obj)
+            )
+
         return keep
 
     def _list(self, req: Request, t: Target) -> Answer:
         keep = self._filter(req, t)
         objs, revision = self.store.snapshot(t.rtype.plural, t.namespace)
         items = [self._view(t, o) for o in objs if keep(o)]
-        return Answer(200, {"kind": f"{t.rtype.kind}List",
-                            "apiVersion": t.rtype.api_version(t.version),
-                            "metadata": {"resourceVersion": str(revision)}, "items": items})
+        return Answer(
+            200,
+            {
+                "kind": f"{t.rtype.kind}List",
+                "apiVersion": t.rtype.api_version(t.version),
+                "metadata": {"resourceVersion": str(revision)},
+                "items": items,
+            },
+        )
 
     def _watch(self, req: Request, t: Target) -> WatchStream:
         keep = self._filter(req, t)
@@ -371,8 +413,9 @@ class ApiServer:
             raise ApiError(400, f"invalid watch parameter: {exc}") from exc
         return WatchStream(self._watch_events(t, keep, since, time.monotonic() + timeout))
 
-    def _watch_events(self, t: Target, keep: Callable[[Obj], bool], since: int | None,
-                      deadline: float) -> Iterator[Obj]:
+    def _watch_events(
+        self, t: Target, keep: Callable[[Obj], bool], since: int | None, deadline: float
+    ) -> Iterator[Obj]:
         if since is None:  # no resourceVersion: the current state first, as ADDED events
             objs, since = self.store.snapshot(t.rtype.plural, t.namespace)
             for obj in objs:
@@ -409,11 +452,17 @@ class ApiServer:
         elif "kind" not in obj or "apiVersion" not in obj:
             raise ApiError(400, "Object 'Kind' is missing in the request body")
         if obj["apiVersion"] != want:
-            raise ApiError(400, f"the API version in the data ({obj['apiVersion']}) does not "
-                           f"match the expected API version ({want})")
+            raise ApiError(
+                400,
+                f"the API version in the data ({obj['apiVersion']}) does not "
+                f"match the expected API version ({want})",
+            )
         if obj["kind"] != rtype.kind:
-            raise ApiError(400, f"the kind in the data ({obj['kind']}) does not match the "
-                           f"expected kind ({rtype.kind})")
+            raise ApiError(
+                400,
+                f"the kind in the data ({obj['kind']}) does not match the "
+                f"expected kind ({rtype.kind})",
+            )
         if not isinstance(obj.setdefault("metadata", {}), dict):
             raise ApiError(400, "metadata must be an object")
         if err := bt.decode_error(rtype.kind, t.version, obj):
@@ -424,14 +473,20 @@ class ApiServer:
         meta = obj["metadata"]
         if t.rtype.namespaced:
             if meta.get("namespace") not in (None, "", t.namespace):
-                raise ApiError(400, "the namespace of the provided object does not match "
-                               "the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match "
+                    "the namespace sent on the request",
+                )
             meta["namespace"] = t.namespace
         else:
             meta.pop("namespace", None)
         if t.name is not None and meta.get("name") not in (None, t.name):
-            raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
-                           f"the name on the URL ({t.name})")
+            raise ApiError(
+                400,
+                f"the name of the object ({meta.get('name')}) does not match "
+                f"the name on the URL ({t.name})",
+            )
         if t.name is not None:
             meta["name"] = t.name
 
@@ -481,20 +536,27 @@ class ApiServer:
 
     def _require_namespace(self, namespace: str) -> None:
         if self.store.get("namespaces", None, namespace) is None:
-            raise ApiError(404, f'namespaces "{namespace}" not found', "NotFound",
-                           {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404,
+                f'namespaces "{namespace}" not found',
+                "NotFound",
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def _update(self, t: Target, build: Callable[[Obj], Obj], dry_run: bool) -> Obj:
         """Read-modify-write through ``build(current view) -> new object``."""
+
         def mutate(current: Obj) -> Obj:
             new = clone(build(self._view(t, current)))
             if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
                 raise ApiError(422, "the patched object is not a valid object")
             self._check_scope(t, new)
             return self._merge_for_write(t, new, current)
+
         try:
-            return self.store.update(t.rtype.plural, t.namespace, t.name or "", mutate,
-                                     dry_run=dry_run)
+            return self.store.update(
+                t.rtype.plural, t.namespace, t.name or "", mutate, dry_run=dry_run
+            )
         except (NotFound, Conflict) as exc:
             raise _store_error(t.rtype, exc) from exc
 
@@ -508,8 +570,11 @@ class ApiServer:
                 result["status"] = new["status"]
             else:
                 result.pop("status", None)
-            errors = [] if t.rtype.builtin else self.istio.errors(
-                t.rtype.plural, t.version, self._view(t, result))
+            errors = (
+                []
+                if t.rtype.builtin
+                else self.istio.errors(t.rtype.plural, t.version, self._view(t, result))
+            )
             if errors:
                 raise invalid(t.rtype, t.name or "", errors)
             return result
@@ -530,8 +595,10 @@ class ApiServer:
 
     def _patch(self, req: Request, t: Target) -> Answer:
         apply = self._patcher(req, t)
-        if req.content_type == "application/apply-patch+yaml" and \
-                self.store.get(t.rtype.plural, t.namespace, t.name or "") is None:
+        if (
+            req.content_type == "application/apply-patch+yaml"
+            and self.store.get(t.rtype.plural, t.namespace, t.name or "") is None
+        ):
             if t.sub is not None:
                 raise not_found(t.rtype, t.name or "")
             return self._create(t, self._decode(t, req.body, "yaml"), _dry_run(req))
@@ -549,8 +616,10 @@ class ApiServer:
                 doc = json.loads(req.body or b"null")
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(400, f"couldn't decode the patch: {exc}") from exc
-        strategic = t.rtype.builtin and ctype in ("application/strategic-merge-patch+json",
-                                                  "application/apply-patch+yaml")
+        strategic = t.rtype.builtin and ctype in (
+            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
+        )
         if ctype == "application/json-patch+json":
             fn: Callable[[Any, Any], Any] = json_patch
         elif strategic:
@@ -558,12 +627,19 @@ class ApiServer:
         elif ctype in ("application/merge-patch+json", "application/apply-patch+yaml"):
             fn = merge_patch
         else:
-            accepted = ["application/json-patch+json", "application/merge-patch+json",
-                        "application/apply-patch+yaml"]
+            accepted = [
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
             if t.rtype.builtin:
                 accepted.append("application/strategic-merge-patch+json")
-            raise ApiError(415, "the body of the request was in an unknown format - accepted "
-                           f"media types include: {', '.join(accepted)}", "UnsupportedMediaType")
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted "
+                f"media types include: {', '.join(accepted)}",
+                "UnsupportedMediaType",
+            )
         if ctype != "application/json-patch+json" and not isinstance(doc, dict):
             raise ApiError(400, "a merge patch must be a JSON object")
 
@@ -574,20 +650,27 @@ class ApiServer:
                 raise ApiError(400, str(exc)) from exc
             except PatchError as exc:
                 raise ApiError(422, str(exc)) from exc
+
         return apply
 
     def _delete(self, req: Request, t: Target) -> Answer:
         options = _delete_options(req.body)
         name = t.name or ""
         if t.rtype.plural == "namespaces" and name in PROTECTED_NAMESPACES:
-            raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be '
-                           "deleted", "Forbidden", {"name": name, "kind": "namespaces"})
+            raise ApiError(
+                403,
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                "Forbidden",
+                {"name": name, "kind": "namespaces"},
+            )
         current = self._get(t)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != current["metadata"]["uid"]:
             raise _store_error(t.rtype, Conflict(t.rtype.plural, name))
-        if pre.get("resourceVersion") and \
-                pre["resourceVersion"] != current["metadata"]["resourceVersion"]:
+        if (
+            pre.get("resourceVersion")
+            and pre["resourceVersion"] != current["metadata"]["resourceVersion"]
+        ):
             raise _store_error(t.rtype, Conflict(t.rtype.plural, name))
         dry_run = _dry_run(req) or "All" in (options.get("dryRun") or [])
         try:
@@ -599,8 +682,16 @@ class ApiServer:
         if t.rtype.returns_deleted_object:
             return Answer(200, self._view(t, gone))
         details = _details(t.rtype, name) | {"uid": gone["metadata"]["uid"]}
-        return Answer(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success", "details": details})
+        return Answer(
+            200,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            },
+        )
 
     def _empty_namespace(self, namespace: str) -> None:
         # Deployments first, so that the controller does not bring their Pods back.
@@ -617,21 +708,37 @@ class ApiServer:
         for obj in objs:
             if keep(obj):
                 with contextlib.suppress(NotFound):
-                    items.append(self._view(t, self.store.delete(
-                        t.rtype.plural, t.namespace, obj["metadata"]["name"],
-                        dry_run=_dry_run(req))))
-        return Answer(200, {"kind": f"{t.rtype.kind}List",
-                            "apiVersion": t.rtype.api_version(t.version),
-                            "metadata": {"resourceVersion": str(self.store.revision())},
-                            "items": items})
+                    items.append(
+                        self._view(
+                            t,
+                            self.store.delete(
+                                t.rtype.plural,
+                                t.namespace,
+                                obj["metadata"]["name"],
+                                dry_run=_dry_run(req),
+                            ),
+                        )
+                    )
+        return Answer(
+            200,
+            {
+                "kind": f"{t.rtype.kind}List",
+                "apiVersion": t.rtype.api_version(t.version),
+                "metadata": {"resourceVersion": str(self.store.revision())},
+                "items": items,
+            },
+        )
 
     # ---------------------------------------------------------------- scale
     def _scale(self, req: Request, t: Target) -> Answer:
         if req.method == "GET":
             return Answer(200, _scale_view(self._get(t)))
         if req.method not in ("PUT", "PATCH"):
-            raise ApiError(405, "the server does not allow this method on the requested "
-                           "resource", "MethodNotAllowed")
+            raise ApiError(
+                405,
+                "the server does not allow this method on the requested resource",
+                "MethodNotAllowed",
+            )
         if req.method == "PUT":
             try:
                 body = json.loads(req.body or b"null")
@@ -650,12 +757,16 @@ class ApiServer:
             scale = new_scale(_scale_view(current))
             replicas = (scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-                raise invalid(t.rtype, t.name or "", [bt.invalid(
-                    "spec.replicas", replicas, "must be greater than or equal to 0")])
+                raise invalid(
+                    t.rtype,
+                    t.name or "",
+                    [bt.invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
+                )
             current["spec"]["replicas"] = replicas
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             current["metadata"]["resourceVersion"] = rv or None
             return current
+
         updated = self._update(main, build, _dry_run(req))
         return Answer(200, _scale_view(updated))
 
@@ -684,8 +795,9 @@ def _delete_options(body: bytes) -> Obj:
     return options if isinstance(options, dict) else {}
 
 
-def _watch_type(kind: str, keep: Callable[[Obj], bool], obj: Obj,
-                previous: Obj | None) -> str | None:
+def _watch_type(
+    kind: str, keep: Callable[[Obj], bool], obj: Obj, previous: Obj | None
+) -> str | None:
     """The event a filtered watch sees: objects entering or leaving the selection
     appear as ADDED or DELETED, as with the real API's filtered watches."""
     if kind == "DELETED":
@@ -699,57 +811,31 @@ def _watch_type(kind: str, keep: Callable[[Obj], bool], obj: Obj,
 def _scale_view(deployment: Obj) -> Obj:
     meta = deployment["metadata"]
     selector = to_string(from_label_selector(deployment.get("spec", {}).get("selector")))
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                              "creationTimestamp") if k in meta},
-            "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
-            "status": {"replicas": deployment.get("status", {}).get("replicas", 0),
-                       "selector": selector}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
+        "status": {
+            "replicas": deployment.get("status", {}).get("replicas", 0),
+            "selector": selector,
+        },
+    }
 
 
 # --------------------------------------------------------------- HTTP layer
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    api: ApiServer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def server_close(self) -> None:
-        """Also end idle keep-alive connections, so that no handler thread lingers."""
-        super().server_close()
-        with self._open_lock:
-            open_now = list(self._open)
-        for conn in open_now:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+def _handler(api: ApiServer) -> type[RequestHandler]:
+    """The handler class of one API server."""
+    return type("ApiHandler", (_ApiHandler,), {"api": api})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _ApiHandler(RequestHandler):
     server_version = "sandbox-apiserver/1"
-    # One buffered write per answer, and no Nagle: small answers written in pieces would
-    # otherwise wait out the client's delayed ACK (~40 ms each).
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the API server keeps its own request log
+    api: ApiServer
 
     def do_GET(self) -> None:
         self._serve()
@@ -767,21 +853,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        api = self.server.api
+        api = self.api
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if api.chaos is not None and api.chaos.intercept(self):
+
+        def record(status: int) -> None:
+            api.record(self.command, url.path, url.query, status)
+
+        if api.chaos is not None and api.chaos.intercept(self, record):
             return  # the injected fault answered, or hung up
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
-        req = Request(self.command, url.path, dict(parse_qsl(url.query, keep_blank_values=True)),
-                      ctype.lower(), body)
+        req = Request(
+            self.command,
+            url.path,
+            dict(parse_qsl(url.query, keep_blank_values=True)),
+            ctype.lower(),
+            body,
+        )
         try:
             answer = api.handle(req)
         except Exception as exc:  # keep serving; answer like the API server's panic handler
             answer = Answer(500, ApiError(500, f"internal error: {exc!r}").status())
         status = 200 if isinstance(answer, WatchStream) else answer.code
-        api.record(self.command, url.path, url.query, status)
+        record(status)
         if isinstance(answer, WatchStream):
             self._stream(answer)
         else:
@@ -792,11 +887,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = answer.body.encode()
         else:
             payload = json.dumps(answer.body, separators=(",", ":")).encode()
-        self.send_response(answer.code)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_body(answer.code, payload, answer.content_type)
 
     def _stream(self, stream: WatchStream) -> None:
         self.send_response(200)
@@ -816,7 +907,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        except OSError:  # the watch client went away
             self.close_connection = True
 
     def _peer_closed(self) -> bool:

@@ -14,8 +14,8 @@ import re
 import threading
 from typing import Any
 
-from sandbox.selectors import SelectorError, from_label_selector, matches
-from sandbox.validation import FieldError, field_path, invalid, render_value, required
+from sandbox.kube.selectors import SelectorError, from_label_selector, matches
+from sandbox.kube.validation import FieldError, field_path, invalid, render_value, required
 
 Obj = dict[str, Any]
 
@@ -26,12 +26,18 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-MSG_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
-             "or '-', and must start and end with an alphanumeric character")
-MSG_SUBDOMAIN = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                 "characters, '-' or '.', and must start and end with an alphanumeric character")
-MSG_1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-            "start with an alphabetic character, and end with an alphanumeric character")
+MSG_LABEL = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+    "or '-', and must start and end with an alphanumeric character"
+)
+MSG_SUBDOMAIN = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+    "characters, '-' or '.', and must start and end with an alphanumeric character"
+)
+MSG_1035 = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+    "start with an alphabetic character, and end with an alphanumeric character"
+)
 
 
 def check_dns(field: str, value: Any, kind: str) -> list[FieldError]:
@@ -51,15 +57,30 @@ def check_labels(field: str, labels: Any) -> list[FieldError]:
     errs = []
     for key, value in (labels or {}).items():
         prefix, _, name = key.rpartition("/")
-        if (prefix and not DNS1123_SUBDOMAIN.match(prefix)) or not _QUALIFIED.match(name) \
-                or len(name) > 63:
-            errs.append(invalid(field, key, "name part must consist of alphanumeric "
-                                "characters, '-', '_' or '.', and must start and end with "
-                                "an alphanumeric character"))
+        if (
+            (prefix and not DNS1123_SUBDOMAIN.match(prefix))
+            or not _QUALIFIED.match(name)
+            or len(name) > 63
+        ):
+            errs.append(
+                invalid(
+                    field,
+                    key,
+                    "name part must consist of alphanumeric "
+                    "characters, '-', '_' or '.', and must start and end with "
+                    "an alphanumeric character",
+                )
+            )
         if value and (not _QUALIFIED.match(value) or len(value) > 63):
-            errs.append(invalid(field, value, "a valid label must be an empty string or "
-                                "consist of alphanumeric characters, '-', '_' or '.', and "
-                                "must start and end with an alphanumeric character"))
+            errs.append(
+                invalid(
+                    field,
+                    value,
+                    "a valid label must be an empty string or "
+                    "consist of alphanumeric characters, '-', '_' or '.', and "
+                    "must start and end with an alphanumeric character",
+                )
+            )
     return errs
 
 
@@ -75,24 +96,53 @@ def check_metadata(meta: Obj, name_kind: str) -> list[FieldError]:
 # ------------------------------------------------------------------ decoding
 # Go types of the fields whose JSON types are checked on decode: a type, a dict of fields
 # (others are let through), ("map", shape) or ("list", shape).
-_META = {"name": str, "namespace": str, "labels": ("map", str),
-         "annotations": ("map", str), "generateName": str}
-_CONTAINER = {"name": str, "image": str, "imagePullPolicy": str,
-              "ports": ("list", {"containerPort": int, "name": str, "protocol": str}),
-              "env": ("list", {"name": str, "value": str}),
-              "args": ("list", str), "command": ("list", str)}
-_POD_SPEC = {"containers": ("list", _CONTAINER), "initContainers": ("list", _CONTAINER),
-             "serviceAccountName": str, "restartPolicy": str,
-             "terminationGracePeriodSeconds": int, "nodeSelector": ("map", str)}
+_META = {
+    "name": str,
+    "namespace": str,
+    "labels": ("map", str),
+    "annotations": ("map", str),
+    "generateName": str,
+}
+_CONTAINER = {
+    "name": str,
+    "image": str,
+    "imagePullPolicy": str,
+    "ports": ("list", {"containerPort": int, "name": str, "protocol": str}),
+    "env": ("list", {"name": str, "value": str}),
+    "args": ("list", str),
+    "command": ("list", str),
+}
+_POD_SPEC = {
+    "containers": ("list", _CONTAINER),
+    "initContainers": ("list", _CONTAINER),
+    "serviceAccountName": str,
+    "restartPolicy": str,
+    "terminationGracePeriodSeconds": int,
+    "nodeSelector": ("map", str),
+}
 _SELECTOR = {"matchLabels": ("map", str)}
 SHAPES: dict[str, Any] = {
-    "Deployment": {"metadata": _META, "spec": {
-        "replicas": int, "selector": _SELECTOR, "paused": bool, "minReadySeconds": int,
-        "progressDeadlineSeconds": int, "revisionHistoryLimit": int,
-        "template": {"metadata": _META, "spec": _POD_SPEC}}},
-    "Service": {"metadata": _META, "spec": {
-        "type": str, "selector": ("map", str), "clusterIP": str,
-        "ports": ("list", {"port": int, "name": str, "protocol": str, "nodePort": int})}},
+    "Deployment": {
+        "metadata": _META,
+        "spec": {
+            "replicas": int,
+            "selector": _SELECTOR,
+            "paused": bool,
+            "minReadySeconds": int,
+            "progressDeadlineSeconds": int,
+            "revisionHistoryLimit": int,
+            "template": {"metadata": _META, "spec": _POD_SPEC},
+        },
+    },
+    "Service": {
+        "metadata": _META,
+        "spec": {
+            "type": str,
+            "selector": ("map", str),
+            "clusterIP": str,
+            "ports": ("list", {"port": int, "name": str, "protocol": str, "nodePort": int}),
+        },
+    },
     "Pod": {"metadata": _META, "spec": _POD_SPEC},
     "Namespace": {"metadata": _META},
     "ServiceAccount": {"metadata": _META},
@@ -133,8 +183,10 @@ def _shape_error(value: Any, shape: Any, path: list[str | int]) -> str | None:
                     return err
     if ok:
         return None
-    return f"json: cannot unmarshal {_json_kind(value)} into Go struct field " \
-           f"{field_path(path)} of type {expected}"
+    return (
+        f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+        f"{field_path(path)} of type {expected}"
+    )
 
 
 def decode_error(kind: str, version: str, obj: Obj) -> str | None:
@@ -152,8 +204,9 @@ def default_pod_spec(spec: Obj) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
-    for container in itertools.chain(spec.get("containers") or [],
-                                     spec.get("initContainers") or []):
+    for container in itertools.chain(
+        spec.get("containers") or [], spec.get("initContainers") or []
+    ):
         if not isinstance(container, dict):
             continue
         image = str(container.get("image", ""))
@@ -260,19 +313,29 @@ def check_containers(path: str, containers: Any) -> list[FieldError]:
         for j, port in enumerate(container.get("ports") or []):
             number = port.get("containerPort")
             if not isinstance(number, int) or not 0 < number < 65536:
-                errs.append(invalid(f"{here}.ports[{j}].containerPort", number,
-                                    "must be between 1 and 65535, inclusive"))
+                errs.append(
+                    invalid(
+                        f"{here}.ports[{j}].containerPort",
+                        number,
+                        "must be between 1 and 65535, inclusive",
+                    )
+                )
     return errs
 
 
-def check_pod_spec(path: str, spec: Obj, *, restart_policies: tuple[str, ...]
-                   ) -> list[FieldError]:
+def check_pod_spec(path: str, spec: Obj, *, restart_policies: tuple[str, ...]) -> list[FieldError]:
     errs = check_containers(f"{path}.containers", spec.get("containers"))
     policy = spec.get("restartPolicy", "Always")
     if policy not in restart_policies:
         supported = ", ".join(render_value(p) for p in restart_policies)
-        errs.append(FieldError(f"{path}.restartPolicy", "FieldValueNotSupported",
-                               f"supported values: {supported}", policy))
+        errs.append(
+            FieldError(
+                f"{path}.restartPolicy",
+                "FieldValueNotSupported",
+                f"supported values: {supported}",
+                policy,
+            )
+        )
     return errs
 
 
@@ -294,20 +357,33 @@ def validate_deployment(obj: Obj, previous: Obj | None = None) -> list[FieldErro
             selector = ()
             errs.append(invalid("spec.selector", selector_obj, str(exc)))
         if not selector:
-            errs.append(invalid("spec.selector", selector_obj,
-                                "empty selector is invalid for deployment"))
+            errs.append(
+                invalid("spec.selector", selector_obj, "empty selector is invalid for deployment")
+            )
         elif not matches(selector, labels):
-            errs.append(invalid("spec.template.metadata.labels", labels,
-                                "`selector` does not match template `labels`"))
+            errs.append(
+                invalid(
+                    "spec.template.metadata.labels",
+                    labels,
+                    "`selector` does not match template `labels`",
+                )
+            )
         if previous is not None and previous.get("spec", {}).get("selector") != selector_obj:
             errs.append(invalid("spec.selector", selector_obj, "field is immutable"))
     errs += check_labels("spec.template.metadata.labels", labels)
-    errs += check_pod_spec("spec.template.spec", template.get("spec") or {},
-                           restart_policies=("Always",))
+    errs += check_pod_spec(
+        "spec.template.spec", template.get("spec") or {}, restart_policies=("Always",)
+    )
     strategy = (spec.get("strategy") or {}).get("type", "RollingUpdate")
     if strategy not in ("RollingUpdate", "Recreate"):
-        errs.append(FieldError("spec.strategy.type", "FieldValueNotSupported",
-                               'supported values: "Recreate", "RollingUpdate"', strategy))
+        errs.append(
+            FieldError(
+                "spec.strategy.type",
+                "FieldValueNotSupported",
+                'supported values: "Recreate", "RollingUpdate"',
+                strategy,
+            )
+        )
     return errs
 
 
@@ -317,8 +393,14 @@ def validate_service(obj: Obj, previous: Obj | None = None) -> list[FieldError]:
     kind = spec.get("type", "ClusterIP")
     kinds = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
     if kind not in kinds:
-        errs.append(FieldError("spec.type", "FieldValueNotSupported", "supported values: "
-                               + ", ".join(render_value(k) for k in kinds), kind))
+        errs.append(
+            FieldError(
+                "spec.type",
+                "FieldValueNotSupported",
+                "supported values: " + ", ".join(render_value(k) for k in kinds),
+                kind,
+            )
+        )
     ports = spec.get("ports") or []
     if not ports and kind != "ExternalName":
         errs.append(required("spec.ports"))
@@ -328,13 +410,11 @@ def validate_service(obj: Obj, previous: Obj | None = None) -> list[FieldError]:
     errs += check_labels("spec.selector", spec.get("selector"))
     old_ip = (previous or {}).get("spec", {}).get("clusterIP")
     if old_ip and spec.get("clusterIP") not in (None, "", old_ip):
-        errs.append(invalid("spec.clusterIPs[0]", spec.get("clusterIP"),
-                            "may not change once set"))
+        errs.append(invalid("spec.clusterIPs[0]", spec.get("clusterIP"), "may not change once set"))
     return errs
 
 
-def _check_service_port(path: str, port: Obj, named: bool, names: set[str]
-                        ) -> list[FieldError]:
+def _check_service_port(path: str, port: Obj, named: bool, names: set[str]) -> list[FieldError]:
     errs = []
     name = port.get("name")
     if named and not name:
@@ -350,19 +430,25 @@ def _check_service_port(path: str, port: Obj, named: bool, names: set[str]
         errs.append(invalid(f"{path}.port", number, "must be between 1 and 65535, inclusive"))
     protocol = port.get("protocol", "TCP")
     if protocol not in ("TCP", "UDP", "SCTP"):
-        errs.append(FieldError(f"{path}.protocol", "FieldValueNotSupported",
-                               'supported values: "SCTP", "TCP", "UDP"', protocol))
+        errs.append(
+            FieldError(
+                f"{path}.protocol",
+                "FieldValueNotSupported",
+                'supported values: "SCTP", "TCP", "UDP"',
+                protocol,
+            )
+        )
     target = port.get("targetPort")
     if isinstance(target, int) and not 0 < target < 65536:
-        errs.append(invalid(f"{path}.targetPort", target,
-                            "must be between 1 and 65535, inclusive"))
+        errs.append(invalid(f"{path}.targetPort", target, "must be between 1 and 65535, inclusive"))
     return errs
 
 
 def validate_pod(obj: Obj, previous: Obj | None = None) -> list[FieldError]:
     errs = check_metadata(obj.get("metadata", {}), "subdomain")
-    return errs + check_pod_spec("spec", obj.get("spec") or {},
-                                 restart_policies=("Always", "OnFailure", "Never"))
+    return errs + check_pod_spec(
+        "spec", obj.get("spec") or {}, restart_policies=("Always", "OnFailure", "Never")
+    )
 
 
 def validate_namespace(obj: Obj, previous: Obj | None = None) -> list[FieldError]:
