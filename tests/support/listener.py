@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.conftest import REPO
 from tests.support.processes import start_process, stop_process
 
+STARTUP_TIMEOUT_S = 120.0  # it imports Prefect and Slack's SDK, on a busy machine
 _URL = re.compile(re.escape("http://127.0.0.1:") + r"\d+/slack/events")
 
 
@@ -38,7 +39,7 @@ def approval_listener(env: dict[str, str], log_path: Path) -> Iterator[str]:
     threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
     try:
         try:
-            line = lines.get(timeout=60)
+            line = lines.get(timeout=STARTUP_TIMEOUT_S)
         except queue.Empty:
             line = ""
         match = _URL.search(line)
