@@ -3,8 +3,10 @@
 from tests.support.production_fixtures import (  # noqa: F401 - fixtures of this lane
     cluster,
     explain,
-    production,
     production_api,
+    production_fixture,
     slack,
     started_runs,
 )
+
+production = production_fixture(ui=True)

@@ -4,7 +4,9 @@ Playwright launches /usr/bin/chromium (`executable_path`) and never downloads a 
 Every request the page makes to a host other than 127.0.0.1 is aborted: the tests talk to
 loopback only (the Prefect UI would otherwise fetch its analytics configuration).
 `Evidence` keeps screenshots of a test's steps and, when the test fails, a last screenshot
-and the page's HTML, and names their directory in the failure message.
+and the page's HTML, and names their directory (and the API calls of the page that failed)
+in the failure message. `submit` presses a form's button as a person does: again when the
+server answered that it is busy.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -77,14 +80,42 @@ def _loopback_only(route: Any) -> None:
         route.abort()
 
 
+# What Prefect's own clients retry: the server's SQLite busy (503), overload. The UI does
+# not; it shows an error, and a person presses the button again.
+RETRIED = {429, 502, 503}
+
+
+def submit(page: Any, button: Any, path: re.Pattern[str], attempts: int = 3) -> Any:
+    """Press `button` of a form that POSTs to the API path `path`; the answer it got.
+
+    Pressed again, as a person would, while the server answers "busy"; any other answer
+    ends it (the caller checks it).
+    """
+    for _ in range(attempts):
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and path.search(urlsplit(r.url).path),
+            timeout=90_000,
+        ) as answered:
+            button.click()
+        if answered.value.status not in RETRIED:
+            return answered.value
+    return answered.value
+
+
 class Evidence:
-    """Screenshots of one test, in a directory of their own."""
+    """Screenshots of one test, in a directory of their own, and the API calls that failed."""
 
     def __init__(self, page: Any, directory: Path) -> None:
         self.page = page
         self.directory = directory
         self.failed = False
         self._count = 0
+        self.refused: list[str] = []  # API calls the page made that did not succeed
+        page.on("response", self._note)
+
+    def _note(self, response: Any) -> None:
+        if "/api/" in response.url and response.status >= 400:
+            self.refused.append(f"{response.status} {response.request.method} {response.url}")
 
     def shot(self, name: str) -> Path:
         self._count += 1
@@ -106,4 +137,6 @@ class Evidence:
                 note = f"(no screenshot: {saving})"
             else:
                 note = f"screenshots and the page's HTML in {self.directory}"
+            if self.refused:
+                note += "\nAPI calls of the page that failed: " + "; ".join(self.refused[-10:])
             raise AssertionError(f"{exc}\n{note}") from exc

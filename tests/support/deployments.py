@@ -1,10 +1,10 @@
 """deploy/prefect.yaml deployed as in production, and flow runs created and followed through them.
 
-`deploy_all` makes the `canary` process pool and runs `prefect deploy --all`; runs are
-created as the Prefect UI's Custom run form creates them (`create_run_as_form`, the same
-request body) or through Prefect's client (`create_run`). The helpers below the line read
-a run back: its state, logs and artifacts. They talk to the server of the current Prefect
-settings (PREFECT_API_URL).
+`create_pool` makes the `canary` process pool and `deploy_all` runs `prefect deploy --all`;
+runs are created as the Prefect UI's Custom run form creates them (`create_run_as_form`,
+the same request body) or through Prefect's client (`create_run`). The helpers below the
+line read a run back: its state, logs and artifacts. They talk to the server of the current
+Prefect settings (PREFECT_API_URL).
 """
 
 from __future__ import annotations
@@ -37,19 +37,18 @@ JOB_ENV = {
 }
 
 
+def create_pool(api_url: str) -> None:
+    """The `canary` work pool of type `process`, as `prefect work-pool create` makes it."""
+    body = {"name": POOL, "type": "process"}
+    response = httpx.post(f"{api_url}/work_pools/", json=body, timeout=60)
+    assert response.status_code in (201, 409), response.text  # 409: it exists already
+
+
 def deploy_all(env: dict[str, str]) -> None:
-    """The `canary` process pool, then `prefect deploy --all` from the repository's root.
+    """`prefect deploy --all` from the repository's root, onto the `canary` pool.
 
     The job variables' environment defaults to JOB_ENV, beneath what `env` sets.
     """
-    subprocess.run(
-        [*PREFECT, "work-pool", "create", POOL, "--type", "process"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,  # it may exist already; the deploy below says if it does not
-    )
     done = subprocess.run(
         [*PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deploy/prefect.yaml"],
         cwd=REPO,

@@ -32,6 +32,8 @@ from tests.support.slack_stub import block_actions, sign
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = b"x" * 65536
 MIB = 1 << 20
+STARTUP_TIMEOUT_S = 120.0  # it imports Prefect and Slack's SDK, on a busy machine
+_URL = re.compile(re.escape("http://127.0.0.1:") + r"\d+/slack/events")
 
 
 @contextlib.contextmanager
@@ -54,10 +56,10 @@ def running_listener(env: dict[str, str], log: Path) -> Iterator[tuple[str, subp
     threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
     try:
         try:
-            line = lines.get(timeout=60)
+            line = lines.get(timeout=STARTUP_TIMEOUT_S)
         except queue.Empty:
             line = ""
-        match = re.search(re.escape("http://127.0.0.1:") + r"\d+/slack/events", line)
+        match = _URL.search(line)
         assert match, f"listener did not start: {line!r} {log.read_text()}"
         yield match[0], process
     finally:

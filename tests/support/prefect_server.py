@@ -1,7 +1,8 @@
 """A Prefect server in its own process, as production runs it: `prefect server start`.
 
 Its own PREFECT_HOME (SQLite in a scratch directory), a free loopback port, the UI served
-(the browser tests open it), no analytics. `start()` returns once `/api/health` answers.
+unless told not to (the browser tests open it; copying it into place takes a while), no
+analytics, no schedules. `start()` returns once `/api/health` answers.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ HOST = "127.0.0.1"
 
 
 class PrefectServer:
-    def __init__(self, startup_timeout: float = 90.0) -> None:
+    def __init__(self, startup_timeout: float = 180.0, ui: bool = True) -> None:
         self.startup_timeout = startup_timeout
+        self.ui = ui
         self.port = 0
         self.home: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -65,9 +67,13 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_UI_API_URL": self.api_url,
+            "PREFECT_UI_ENABLED": str(self.ui).lower(),
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             # SQLite on a busy machine: wait for a lock rather than answer 503 at once.
             "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
+            # No scheduled runs: the release train's cron would start trains of its own
+            # (on the repository's configs) beside the ones a test starts.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
         command = [sys.executable, "-m", "prefect", "server", "start"]

@@ -6,8 +6,9 @@
   * the sandbox at fixed addresses (`tests/support/sandbox_slot.py`) and a Prometheus
     process scraping it;
   * the plan files of `PLANS` in a configs directory of its own (CANARY_CONFIGS_DIR);
-  * `prefect deploy --all` of deploy/prefect.yaml on a `process` pool named `canary`;
-  * `canary approvals serve` (the listener) and a `prefect worker` process.
+  * a `process` work pool named `canary`, then, side by side, `prefect deploy --all` of
+    deploy/prefect.yaml on it, `canary approvals serve` (the listener) and a
+    `prefect worker` process.
 
 The worker's environment carries what a release reads in production: SLACK_BOT_TOKEN,
 SLACK_SIGNING_SECRET and SLACK_API_URL (the stub), KUBECONFIG, CANARY_MESH_URL,
@@ -16,6 +17,7 @@ PROMETHEUS_URL, CANARY_HOME and CANARY_CONFIGS_DIR, PREFECT_API_URL and PREFECT_
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ import yaml
 
 from sandbox.prometheus import PrometheusServer
 from tests.conftest import REPO
-from tests.support.deployments import deploy_all
+from tests.support.deployments import create_pool, deploy_all
 from tests.support.listener import approval_listener
 from tests.support.prefect_server import PrefectServer
 from tests.support.prometheus import require_prometheus
@@ -42,17 +44,19 @@ GROUP = "S0RELEASERS"  # a Slack user group, also named in the gates
 GROUP_MEMBER = "U0BOB"
 INTRUDER = "U0INTRUDER"
 
+# Gates wait long enough for a person in a browser on a busy machine; a test that ends
+# before its run does cancels it (production_fixtures.started_runs).
 STEP_GATE = {
     "name": "checked the page",
     "before": "step-1",
     "approvers": {"users": [APPROVER]},
-    "timeout": "90s",
+    "timeout": "5m",
 }
 PROMOTE_GATE = {
     "name": "promote to 100%",
     "before": "promote",
     "approvers": {"users": [APPROVER], "groups": [GROUP]},
-    "timeout": "90s",
+    "timeout": "5m",
     "fourEyes": True,
 }
 
@@ -69,9 +73,12 @@ def plan_data(**overrides: Any) -> dict[str, Any]:
     data["analysis"] = {
         "interval": 1,
         "threshold": 1,
-        # A 5 s window: two 1 s scrapes of the canary's share after the weight moved.
+        # A 5 s window over 1 s scrapes: increase() needs two samples in it, and a busy
+        # machine may miss a scrape or two. A bar well below the healthy sandbox's noise
+        # (0.1 % of requests fail): a release here rolls back for what the pipeline does,
+        # not for three random 5xx among a window's 200 canary requests.
         "metrics": [
-            {"name": "request-success-rate", "interval": "5s", "thresholdRange": {"min": 99}}
+            {"name": "request-success-rate", "interval": "5s", "thresholdRange": {"min": 95}}
         ],
         "noData": {"minRequests": 5},
     }
@@ -88,8 +95,9 @@ def plan_data(**overrides: Any) -> dict[str, Any]:
 # the plans it finds at registration).
 PLANS: dict[str, dict[str, Any]] = {
     "e2e-reviews.yaml": plan_data(),
-    # A promote gate that gives up soon: a lone approver never gets past it.
-    "e2e-four-eyes.yaml": plan_data(gates=[STEP_GATE, {**PROMOTE_GATE, "timeout": "25s"}]),
+    # A promote gate that gives up in half a minute: a lone approver never gets past it,
+    # and the run ends rolled back (their two answers take seconds, even on a busy host).
+    "e2e-four-eyes.yaml": plan_data(gates=[STEP_GATE, {**PROMOTE_GATE, "timeout": "30s"}]),
 }
 TRAIN_PLANS: dict[str, dict[str, Any]] = {
     "reviews.yaml": plan_data(
@@ -117,24 +125,32 @@ class ProductionStack:
 
 
 @contextlib.contextmanager
-def production_stack(directory: Path) -> Iterator[ProductionStack]:
-    """Everything started under `directory` (logs, plans, the kubeconfig), stopped after."""
+def production_stack(directory: Path, ui: bool = True) -> Iterator[ProductionStack]:
+    """Everything started under `directory` (logs, plans, the kubeconfig), stopped after.
+
+    `ui`: whether the Prefect server serves its UI (the browser tests open it).
+    """
     binary = require_prometheus()
     configs = _write_plans(directory / "configs", PLANS)
     train_configs = _write_plans(directory / "train-configs", TRAIN_PLANS)
-    slot = SandboxSlot(directory)
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(PrefectServer())
+        server = stack.enter_context(PrefectServer(ui=ui))
         slack = stack.enter_context(SlackStub())
         slack.usergroups[GROUP] = [GROUP_MEMBER]
-        stack.callback(slot.stop)
+        slot = SandboxSlot(directory)
+        stack.callback(slot.close)
         prometheus = stack.enter_context(
             PrometheusServer([slot.metrics_url], binary=binary, wait_for_first_scrape=False)
         )
         env = _release_env(server, slack, slot, prometheus, configs, directory)
-        deploy_all(env)
-        listener_url = stack.enter_context(approval_listener(env, directory / "listener.log"))
-        worker = stack.enter_context(PrefectWorker(env, directory / "worker.log"))
+        create_pool(server.api_url)
+        # Each of these starts a Python process that imports Prefect: side by side, they
+        # are ready in the time of the slowest (`prefect deploy`), not of all three.
+        with concurrent.futures.ThreadPoolExecutor(1) as background:
+            deploying = background.submit(deploy_all, env)
+            worker = stack.enter_context(PrefectWorker(env, directory / "worker.log"))
+            listener_url = stack.enter_context(approval_listener(env, directory / "listener.log"))
+            deploying.result()
         yield ProductionStack(
             server=server,
             slack=slack,

@@ -1,7 +1,9 @@
 """Fixtures over `production_stack()`, for the lanes that drive the deployed pipeline.
 
-A lane's conftest imports them. The stack lives for the session (one per xdist worker);
-this process's Prefect client points at its server only inside the lane's modules, so
+A lane's conftest imports them and makes its stack with `production_fixture`. The stack
+lives while the lane's package runs, so the xdist worker that runs the lane does not keep
+a Prefect server, a worker and Prometheus busy beside the files it runs afterwards; this
+process's Prefect client points at the stack's server only inside the lane's modules, so
 tests of other files on the same worker keep the root conftest's server.
 """
 
@@ -18,10 +20,15 @@ from tests.support.sandbox_slot import SandboxSlot
 from tests.support.slack_stub import SlackStub
 
 
-@pytest.fixture(scope="session")
-def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
-    with production_stack(tmp_path_factory.mktemp("production")) as stack:
-        yield stack
+def production_fixture(ui: bool) -> Callable[..., Iterator[ProductionStack]]:
+    """The lane's `production` fixture: its stack, with the Prefect UI served or not."""
+
+    @pytest.fixture(scope="package")
+    def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
+        with production_stack(tmp_path_factory.mktemp("production"), ui=ui) as stack:
+            yield stack
+
+    return production
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,7 +44,7 @@ def production_api(production: ProductionStack) -> Iterator[str]:
 @pytest.fixture
 def cluster(production: ProductionStack) -> SandboxSlot:
     """A fresh BookInfo (reviews v1) behind the addresses the worker knows."""
-    production.slot.fresh("healthy", rps=200)  # enough canary requests for 1 s rounds
+    production.slot.fresh("healthy", rps=200)  # 40 canary requests a second at 20 %
     return production.slot
 
 
@@ -62,4 +69,11 @@ def explain(production: ProductionStack) -> Callable[[], str]:
     return production.diagnostics
 
 
-__all__ = ["cluster", "explain", "production", "production_api", "slack", "started_runs"]
+__all__ = [
+    "cluster",
+    "explain",
+    "production_api",
+    "production_fixture",
+    "slack",
+    "started_runs",
+]
