@@ -330,10 +330,10 @@ class EndTimes:
 
     def notify(self, event: Any) -> None:
         now = time.monotonic()
-        self.events.setdefault(event.release_id, []).append((now, event))
+        self.events.setdefault(event.identity.release_id, []).append((now, event))
         done = event.kind == "promoted" or (event.kind == "rollback" and event.canary_weight == 0)
         if done:
-            self.at.setdefault(event.release_id, now)
+            self.at.setdefault(event.identity.release_id, now)
 
     def timeline(self, release_id: str, since: float) -> list[str]:
         return [
@@ -347,7 +347,7 @@ END_TIMES = EndTimes()
 
 
 def plan_for(service: str, prometheus_url: str) -> Any:
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     return plan_from_dict(
         {
@@ -378,6 +378,7 @@ def plan_for(service: str, prometheus_url: str) -> Any:
 
 def release(service: str, faulty: bool, kubeconfig: str, prometheus_url: str) -> Outcome:
     from canary.planner import phases
+    from canary.release import ReleaseTarget
     from flows.canary_release import ReleaseRolledBack, canary_release
 
     plan = plan_for(service, prometheus_url)
@@ -385,7 +386,7 @@ def release(service: str, faulty: bool, kubeconfig: str, prometheus_url: str) ->
     release_id = f"bench-{service}-{uuid.uuid4().hex[:6]}"
     outcome = Outcome(service, faulty, time.monotonic(), release_id)
     try:
-        result = canary_release(plan, kubeconfig, None, None, release_id)
+        result = canary_release(plan, ReleaseTarget(kubeconfig=kubeconfig), release_id)
     except ReleaseRolledBack as exc:
         result = exc.result
     outcome.wall = time.monotonic() - outcome.started
@@ -449,8 +450,8 @@ def main() -> int:
 
         # Scraped twice a second: a fault shows in the metrics within a second or so.
         prometheus = stack.enter_context(PrometheusServer([box.metrics_url], "500ms"))
-        from canary.runner import quiet_prefect_console
         from flows import canary_release  # noqa: F401 - Prefect's logging first
+        from flows.command import quiet_prefect_console
 
         quiet_prefect_console()
         from canary.notify import notifying

@@ -53,8 +53,8 @@ from canary.analysis.judges import (
 )
 from canary.analysis.sequential import RateRatioTest, histogram_quantile, slow_bound
 from canary.analysis.spec import Direction
-from sandbox.istio_metrics import DURATION_BUCKETS_MS
-from sandbox.scenarios import BASELINE, VersionBehaviour
+from sandbox.mesh.istio_metrics import DURATION_BUCKETS_MS
+from sandbox.mesh.scenarios import BASELINE, VersionBehaviour
 
 INTERVAL_S = 10.0
 LOOKS = 60

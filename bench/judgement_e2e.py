@@ -163,7 +163,7 @@ class OncePerLook:
 
 def look(run: Run, k: int, looks: int, at: float) -> None:
     """The k-th look of every judge of the run that has not rolled back."""
-    from canary.analysis import Decision
+    from canary.analysis.analyzer import Decision
 
     run.now = at
     run.lags.append(time.time() - at)
@@ -374,7 +374,7 @@ def serve_sandbox(conn: Any, index: int, runs: list[Run], setting: Setting, dire
     Sends the sandbox's metrics URL once its Deployments are ready, then waits for the
     analysis' start time (bursts begin then) and for the word to stop.
     """
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     # The metrics server's complaints (a scrape given up on a busy machine) go to a file.
     sys.stderr = open(Path(directory) / f"sandbox-{index}.log", "w")  # noqa: SIM115
@@ -429,7 +429,8 @@ def run_analyses(
     sections. Returns facts about the bench (sandboxes, series, late looks)."""
     import multiprocessing
 
-    from canary.analysis import Analyzer, PrometheusProvider
+    from canary.analysis.analyzer import Analyzer
+    from canary.analysis.prometheus import PrometheusProvider
     from sandbox.prometheus import PrometheusServer
 
     groups = sandbox_groups(runs, setting.sandbox_runs)

@@ -34,10 +34,10 @@ def _wait_http(url: str, timeout: float = 10.0) -> None:
 
 def startup() -> None:
     imported = time.monotonic()
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     began = time.monotonic()
-    print(f"import sandbox.server:   {(began - imported) * 1000:7.1f} ms")
+    print(f"import sandbox.emulated: {(began - imported) * 1000:7.1f} ms")
     box = Sandbox("healthy", seed=1)
     box.start()
     _wait_http(f"{box.api_url}/healthz")
@@ -55,7 +55,7 @@ def startup() -> None:
 
 
 def simulator(rps: float, seconds: float) -> None:
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     with Sandbox("healthy", seed=1, rps=rps) as box:
         box.wait_ready(timeout=10)

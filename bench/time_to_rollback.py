@@ -4,7 +4,7 @@
 
 Each run starts a fresh sandbox (200 requests/s) whose v2 starts answering 5xx to 10 % of
 requests `after` seconds after it becomes ready (a scenario with `after:`, see
-sandbox/scenarios.py), a real Prometheus scraping it every second, and the canary_release
+sandbox/mesh/scenarios.py), a real Prometheus scraping it every second, and the canary_release
 flow with metric analysis every 2 s over 5 s windows. The test phase runs a few checks
 and passes (the fault has not started yet); `after` is 3 s plus a seeded uniform share of
 one analysis interval, so the fault starts during step-1 (20 %) at a random point of the
@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sandbox.demo import use_local_prefect  # noqa: E402 - needs the path above
+from sandbox.demo import local_prefect  # noqa: E402 - needs the path above
 
 INTERVAL = 2.0  # analysis interval, seconds
 WINDOW = "5s"  # each metric's query window: several 1 s scrapes for rate()
@@ -89,7 +89,7 @@ class Run:
 
 def scenario(after: float) -> Any:
     """v2 behaves like v1 until it has been ready `after` seconds, then fails 10 %."""
-    from sandbox.scenarios import scenario_from_dict
+    from sandbox.mesh.scenarios import scenario_from_dict
 
     return scenario_from_dict(
         {
@@ -104,7 +104,7 @@ def scenario(after: float) -> Any:
 def plan_for(judge: str, prometheus_url: str) -> Any:
     import yaml
 
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     data = yaml.safe_load((REPO / "configs" / "bookinfo-reviews.yaml").read_text())
     for unattended in ("gates", "notifications"):
@@ -183,9 +183,10 @@ def canary_weight(plan: Any, vs: dict[str, Any]) -> int:
 
 def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str) -> Run:
     from canary.notify import notifying
+    from canary.release import ReleaseTarget
     from flows.canary_release import ReleaseRolledBack, canary_release
+    from sandbox.emulated import Sandbox
     from sandbox.prometheus import PrometheusServer
-    from sandbox.server import Sandbox
 
     run, began = Run(judge, index, after), time.monotonic()
     with (
@@ -202,9 +203,8 @@ def one_run(judge: str, index: int, after: float, seed: int, prometheus_bin: str
         watch.start()
         try:
             with notifying(Decisions(run)):
-                result = canary_release(
-                    plan, kubeconfig, None, box.ingress_url, f"ttr-{judge}-{seed}-{index}"
-                )
+                target = ReleaseTarget(kubeconfig=kubeconfig, mesh_url=box.ingress_url)
+                result = canary_release(plan, target, f"ttr-{judge}-{seed}-{index}")
         except ReleaseRolledBack as exc:
             result = exc.result
         finally:
@@ -275,9 +275,15 @@ def main() -> int:
     if unknown or args.runs < 1:
         parser.error(f"unknown judge {unknown[0]}" if unknown else "--runs must be at least 1")
     prometheus_bin = find_prometheus()
-    use_local_prefect()  # before Prefect is imported
+    with local_prefect() as prefect:  # before Prefect is imported
+        if prefect is not None:
+            prefect.wait_ready()
+        return measure(args, judges, prometheus_bin)
+
+
+def measure(args: argparse.Namespace, judges: list[str], prometheus_bin: str) -> int:
     import flows.canary_release  # noqa: F401 - sets up Prefect's logging, to be quietened
-    from canary.runner import quiet_prefect_console
+    from flows.command import quiet_prefect_console
 
     quiet_prefect_console()
     rng = random.Random(args.seed)

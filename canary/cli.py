@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -16,8 +15,8 @@ import yaml
 
 from canary.arguments import CommandParser
 from canary.exit_codes import BAD_INPUT, ERROR
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, load_plan
+from canary.plan import PlanError, ReleasePlan, load_plan
+from canary.plan.model import GATEWAY_API
 from canary.planner import Phase, PhaseKind, phases, routing_for
 
 DRY_RUN_ID = "dry-run"
@@ -44,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="canary",
-        description="Canary releases on Kubernetes with Istio.",
+        description="Canary releases on Kubernetes with Istio or the Gateway API.",
         epilog=_more_commands(),
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
@@ -58,8 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-o", "--output", choices=["yaml", "table"], default="table")
     plan.set_defaults(handler=_plan)
 
-    for name, handler in _RUNNERS.items():
-        handler(sub.add_parser(name, help=_RUNNER_HELP[name]))
     return parser
 
 
@@ -97,27 +94,50 @@ def plan_yaml(plan: ReleasePlan, release_id: str = DRY_RUN_ID) -> str:
                 "phase": phase.name,
                 "canaryWeight": phase.canary_weight,
                 "deployments": deployment_actions(plan, phase),
-                "virtualService": routing.virtual_service,
-                "destinationRule": routing.destination_rule,
+                **routing.documents(),
             }
         )
     return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
 
 
 def plan_table(plan: ReleasePlan) -> str:
-    rows = [("PHASE", plan.stable.version, plan.canary.version, "HOLD", "DEPLOYMENTS")]
+    """One row per phase: each version's share, the hold, and what changes in the cluster.
+
+    A gateway-api plan's columns are the versions' Services, and a column says which
+    Services a phase creates (when missing) or deletes (when the release created them).
+    """
+    gateway = plan.routing.provider == GATEWAY_API
+    stable, canary = (
+        (plan.stable_service, plan.canary_service)
+        if gateway
+        else (plan.stable.version, plan.canary.version)
+    )
+    rows = [("PHASE", stable, canary, "HOLD", *(["SERVICES"] if gateway else []), "DEPLOYMENTS")]
+    services: list[str] = []
     for phase in phases(plan):
         routes = "header match" if phase.kind is PhaseKind.HEADER_ROUTE else ""
         routes = "test header" if phase.kind is PhaseKind.TEST else routes
-        canary = f"{phase.canary_weight}%" + (f" + {routes}" if routes else "")
+        share = f"{phase.canary_weight}%" + (f" + {routes}" if routes else "")
         hold = f"{phase.hold:g}s" if phase.hold else "-"
-        actions = "; ".join(deployment_actions(plan, phase)) or "-"
-        rows.append((phase.name, f"{100 - phase.canary_weight}%", canary, hold, actions))
+        row = [phase.name, f"{100 - phase.canary_weight}%", share, hold]
+        if gateway:
+            wanted = routing_for(plan, phase, DRY_RUN_ID).documents()["services"]
+            names = [service["metadata"]["name"] for service in wanted]
+            row.append("; ".join(service_actions(services, names)) or "-")
+            services = names
+        row.append("; ".join(deployment_actions(plan, phase)) or "-")
+        rows.append(tuple(row))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def service_actions(before: list[str], after: list[str]) -> list[str]:
+    created = [f"create {name} if missing" for name in after if name not in before]
+    deleted = [f"delete {name} if this release created it" for name in before if name not in after]
+    return created + deleted
 
 
 def deployment_actions(plan: ReleasePlan, phase: Phase) -> list[str]:
@@ -134,39 +154,7 @@ def deployment_actions(plan: ReleasePlan, phase: Phase) -> list[str]:
     return []
 
 
-# --- commands that run releases or the sandbox (imported on use) --------------------
-
-
-def _add_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", metavar="PLAN")
-    parser.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG or in-cluster")
-    parser.add_argument("--context", metavar="NAME", help="kubeconfig context to use")
-    parser.add_argument("--mesh-url", metavar="URL", help="where test checks are sent")
-    parser.add_argument("--release-id", metavar="ID", help="default: the flow run id")
-    parser.add_argument(
-        "--initiator",
-        metavar="SLACK_ID",
-        default=os.environ.get("CANARY_INITIATOR"),
-        help="who starts the release, for four-eyes gates (default: $CANARY_INITIATOR)",
-    )
-    _add_report(parser)
-    parser.set_defaults(handler=_run)
-
-
-def _add_report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report", metavar="PATH", help="write the release report there (markdown; PNG beside)"
-    )
-
-
-def _run(args: argparse.Namespace) -> int:
-    from canary.runner import run_command
-
-    return run_command(args)
-
-
-_RUNNERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"run": _add_run}
-_RUNNER_HELP = {"run": "run a release against the cluster the kubeconfig names"}
+# --- commands with their own parsers ------------------------------------------------
 
 
 def _approvals_command(name: str) -> Callable[[list[str]], int]:
@@ -186,8 +174,8 @@ _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
 }
 
 # Commands other packages add (entry point group `canary.commands`, `name = "module:main"`,
-# main(argv) -> exit code): this project's sandbox adds `demo` and `sandbox` that way, so
-# the release tool itself never imports the sandbox.
+# main(argv) -> exit code): the flows add `run`, the sandbox `demo` and `sandbox`, so the
+# library never imports the flows or the sandbox.
 COMMANDS_GROUP = "canary.commands"
 
 

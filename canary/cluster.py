@@ -1,4 +1,4 @@
-"""The Kubernetes API as the release needs it: Deployments, readiness, and retries.
+"""The Kubernetes API as the release needs it: Deployments, readiness, Services, retries.
 
 Everything goes through the official client and reads and writes plain dicts (the JSON
 the API server speaks), so manifests can be compared and cloned without model classes.
@@ -21,6 +21,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from canary.errors import BadInput, CanaryError, describe
+from canary.planner.objects import RELEASE_ANNOTATION
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -30,11 +33,15 @@ REQUEST_TIMEOUT = (5.0, 15.0)  # (connect, read) seconds for every API call
 POLL_INTERVAL = 0.2
 
 
-class ClusterConfigError(Exception):
+class ClusterConfigError(BadInput):
     """No usable cluster configuration (kubeconfig unreadable, context unknown...)."""
 
 
-class ReadinessTimeout(Exception):
+class ClusterUnreachable(BadInput):
+    """The API server did not answer before anything was changed."""
+
+
+class ReadinessTimeout(CanaryError):
     """A Deployment did not become ready before its deadline."""
 
 
@@ -46,6 +53,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in TRANSIENT_STATUSES or not exc.status
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | socket.timeout)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A connection that failed or timed out (not an answer from the API server)."""
+    return not isinstance(exc, ApiException) and is_transient(exc)
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -91,34 +103,6 @@ def _retry_after(exc: Exception) -> float | None:
         return min(float(headers.get("Retry-After", "")), 10.0)
     except ValueError:
         return None
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of an API or connection error."""
-    if isinstance(exc, ApiException):
-        message = _api_message(exc)
-        return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
-    if isinstance(exc, urllib3.exceptions.MaxRetryError | urllib3.exceptions.NewConnectionError):
-        return _unreachable(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _unreachable(exc: urllib3.exceptions.HTTPError) -> str:
-    """'cannot reach the API server at HOST:PORT: connection refused', not urllib3's repr."""
-    pool = getattr(exc, "pool", None) or getattr(exc, "conn", None)
-    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
-    where = f" at {host}:{port}" if host else ""
-    cause = str(getattr(exc, "reason", None) or exc)
-    detail = cause.rsplit("] ", 1)[-1] if "] " in cause else cause.rsplit(": ", 1)[-1]
-    return f"cannot reach the API server{where}: {detail.strip().rstrip(')').lower()}"
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message", ""))
-    except (ValueError, AttributeError):
-        return ""
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -195,25 +179,16 @@ def readiness_summary(deployment: dict[str, Any] | None) -> str:
 
 
 class Cluster:
-    """Deployments in one namespace, with every call retried on transient errors."""
+    """Deployments and Services in one namespace, every call retried on transient errors."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str, *, retry_timeout: float = 30.0):
         self.namespace = namespace
         self.retry_timeout = retry_timeout
         self._apps = k8s.AppsV1Api(api)
+        self._core = k8s.CoreV1Api(api)
 
     def get_deployment(self, name: str) -> dict[str, Any] | None:
         return self._retry(f"read Deployment {name}", lambda: self._read(name))
-
-    def create_deployment(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        name = manifest["metadata"]["name"]
-        # A conflict here means it exists already: retrying would not help.
-        return retrying(
-            lambda: self._create(manifest),
-            what=f"create Deployment {name}",
-            timeout=self.retry_timeout,
-            retry_conflicts=False,
-        )
 
     def apply_deployment(
         self,
@@ -255,13 +230,6 @@ class Cluster:
 
         return self._update(name, scale)
 
-    def annotate_deployment(self, name: str, annotations: dict[str, str]) -> dict[str, Any]:
-        def annotate(deployment: dict[str, Any]) -> dict[str, Any]:
-            deployment["metadata"].setdefault("annotations", {}).update(annotations)
-            return deployment
-
-        return self._update(name, annotate)
-
     def wait_ready(self, name: str, deadline: float) -> dict[str, Any]:
         """Poll until the Deployment is ready; `deadline` is a time.monotonic() value.
 
@@ -278,6 +246,68 @@ class Cluster:
                     f"({readiness_summary(deployment)})"
                 )
             time.sleep(min(POLL_INTERVAL, left))
+
+    # --- Services --------------------------------------------------------------------
+    #
+    # A Service a release creates carries the release's id (annotation
+    # canary.release/release-id, as the canary Deployment does): the mark of ownership.
+    # A release deletes a Service only when it carries its own id.
+
+    def get_service(self, name: str) -> dict[str, Any] | None:
+        return self._retry(f"read Service {name}", lambda: self._read_service(name))
+
+    def create_service(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the Service unless one of its name exists (that one is used as it is).
+
+        Returns the Service and whether it was created.
+        """
+        name = manifest["metadata"]["name"]
+
+        def create() -> tuple[dict[str, Any], bool]:
+            current = self._read_service(name)
+            if current is not None:
+                return current, False
+            # Created meanwhile (409): `_retry` runs this again, which finds it.
+            response = self._core.create_namespaced_service(
+                self.namespace, manifest, **self._call_options()
+            )
+            return self._json(response), True
+
+        return self._retry(f"create Service {name}", create)
+
+    def delete_service(self, name: str, *, owner: str) -> bool:
+        """Delete the Service if it carries `owner`'s mark; False (no write) otherwise.
+
+        The delete names the uid read, so a Service made anew meanwhile is not deleted.
+        """
+
+        def delete() -> bool:
+            current = self._read_service(name)
+            if current is None or created_by(current) != owner:
+                return False
+            options = {"preconditions": {"uid": current["metadata"].get("uid")}}
+            try:
+                self._core.delete_namespaced_service(
+                    name, self.namespace, body=options, **self._call_options()
+                )
+            except ApiException as exc:
+                if is_not_found(exc):
+                    return False
+                raise  # a conflict (another uid) is retried: read again, decide again
+            return True
+
+        return self._retry(f"delete Service {name}", delete)
+
+    def _read_service(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self._core.read_namespaced_service(
+                name, self.namespace, **self._call_options()
+            )
+        except ApiException as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return self._json(response)
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -338,6 +368,12 @@ class Cluster:
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
         return json.loads(response.data or b"{}")
+
+
+def created_by(obj: dict[str, Any]) -> str | None:
+    """The release that created an object, by its mark (None: not made by a release)."""
+    notes = (obj.get("metadata") or {}).get("annotations") or {}
+    return notes.get(RELEASE_ANNOTATION)
 
 
 def _with_desired(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:

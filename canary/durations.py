@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# No duration of a release is longer than a week: a plan saying more is a mistake
+# (1e30 seconds would hold a release for ever, and never roll it back).
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 def parse_duration(value: object) -> float:
@@ -16,16 +20,24 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 1m or 500ms")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _at_most_a_week(float(value))
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 30s, 1m or 500ms")
     text = value.strip()
     parts = _PART.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
+    if not text or len(text) > 64 or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"{value!r} is not a duration; use forms such as 30s, 1m30s or 500ms")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return _at_most_a_week(sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+
+
+def _at_most_a_week(seconds: float) -> float:
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"must be at most {format_duration(MAX_SECONDS)} (a week)")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -44,7 +56,7 @@ def format_duration(seconds: float) -> str:
 # forms a plan file accepts, not only the float the model holds.
 DURATION_SCHEMA = {
     "anyOf": [
-        {"type": "number", "minimum": 0},
+        {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
         {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h))+$"},
     ],
     "description": "Seconds, or a duration such as 30s, 1m30s or 500ms.",
@@ -56,3 +68,16 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(DURATION_SCHEMA),
 ]
+
+
+def duration_between(low: float, high: float = MAX_SECONDS) -> Any:
+    """A Duration of at least `low` and at most `high` seconds."""
+
+    def check(seconds: float) -> float:
+        if seconds < low:
+            raise ValueError(f"must be at least {format_duration(low)}")
+        if seconds > high:
+            raise ValueError(f"must be at most {format_duration(high)}")
+        return seconds
+
+    return Annotated[Duration, AfterValidator(check)]

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from canary.identity import ReleaseIdentity
+
+# What a check concluded. Metric analysis: continue, hold, pause, rollback (the Analyzer's
+# decisions); health rounds and the test phase's checks: pass or fail.
+CheckDecision = Literal["continue", "hold", "pause", "rollback", "pass", "fail"]
 
 
 class EventKind(StrEnum):
@@ -22,31 +29,39 @@ class EventKind(StrEnum):
     FAILED = "failed"
 
 
+# The events whose weight is what the cluster routes now (a phase's start names its target).
+ROUTED_WEIGHT = frozenset({EventKind.WEIGHT_CHANGED, EventKind.PROMOTED, EventKind.ROLLBACK})
+
+
 class ReleaseEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    release_id: str
-    service: str
-    namespace: str
-    stable_version: str
-    canary_version: str
+    identity: ReleaseIdentity
     kind: EventKind
     phase: str | None = None
     # Approval events: the gate's key (the phase for the plan's gates; its own for pauses
     # during a phase), which a Slack button must name to decide it.
     gate: str | None = None
     canary_weight: int | None = Field(None, ge=0, le=100)
+    # Analysis events: what the check concluded.
+    decision: CheckDecision | None = None
     message: str = ""
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
+    @model_validator(mode="after")
+    def _analysis_decides(self) -> ReleaseEvent:
+        if self.kind is EventKind.ANALYSIS and self.decision is None:
+            raise ValueError("an analysis event carries its decision")
+        return self
+
     def summary(self) -> str:
         """One readable line, e.g. `reviews v1->v2  step-1  weight-changed  v2 at 20%`."""
-        parts = [f"{self.service} {self.stable_version}->{self.canary_version}"]
+        parts = [self.identity.versions]
         if self.phase:
             parts.append(self.phase)
         parts.append(self.kind.value)
         if self.canary_weight is not None:
-            parts.append(f"{self.canary_version} at {self.canary_weight}%")
+            parts.append(f"{self.identity.canary_version} at {self.canary_weight}%")
         if self.message:
             parts.append(self.message)
         return "  ".join(parts)

@@ -1,4 +1,7 @@
-"""One release per service at a time: a lease in annotations on the VirtualService.
+"""One release per service at a time: a lease in annotations on the route object.
+
+The route object is the custom object that holds the service's routes, as the plan's router
+names it: the VirtualService (istio) or the HTTPRoute (gateway-api).
 
     canary.release/lease          the release id that holds the service
     canary.release/lease-holder   the run (worker) holding it for that release
@@ -27,8 +30,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import REQUEST_TIMEOUT, is_conflict, is_not_found, retrying
+from canary.errors import BadInput, CanaryError
+from canary.identity import release_key
 from canary.plan import ReleasePlan
-from canary.planner import ANNOTATION_PREFIX, ISTIO_API_VERSION
+from canary.planner import ANNOTATION_PREFIX, unrouted
+from canary.routing.custom_objects import missing_api
+from canary.routing.factory import router_for
 
 LEASE = ANNOTATION_PREFIX + "lease"
 LEASE_HOLDER = ANNOTATION_PREFIX + "lease-holder"
@@ -37,14 +44,12 @@ IDENTITY = ANNOTATION_PREFIX + "identity"
 OUTCOME = ANNOTATION_PREFIX + "outcome"
 LEASE_ANNOTATIONS = (LEASE, LEASE_HOLDER, LEASE_EXPIRES)
 
-GROUP, VERSION, PLURAL = "networking.istio.io", "v1", "virtualservices"
 
-
-class LeaseHeld(Exception):
+class LeaseHeld(BadInput):
     """Another release holds the service; nothing was changed."""
 
 
-class LeaseLost(Exception):
+class LeaseLost(CanaryError):
     """The lease was taken by another release while this one ran."""
 
 
@@ -62,18 +67,13 @@ class Lease:
         return f"release {self.release_id} (until {rfc3339(self.expires)})"
 
 
-def identity_of(plan: ReleasePlan) -> str:
-    """What makes a release the same release: where, which service, which canary version."""
-    return f"{plan.namespace}/{plan.service}/{plan.canary.version}"
-
-
 def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
 
 
-def lease_of(vs: dict[str, Any] | None) -> Lease | None:
-    """The lease recorded on a VirtualService, if any (expired or not)."""
-    notes = annotations_of(vs)
+def lease_of(route: dict[str, Any] | None) -> Lease | None:
+    """The lease recorded on a route object, if any (expired or not)."""
+    notes = annotations_of(route)
     if not notes.get(LEASE):
         return None
     try:
@@ -87,8 +87,8 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class VirtualServiceLease:
-    """The lease of one plan's VirtualService, read and written through the API."""
+class RouteLease:
+    """The lease on one plan's route object, read and written through the API."""
 
     def __init__(
         self,
@@ -103,6 +103,7 @@ class VirtualServiceLease:
         self.ttl = ttl
         self.retry_timeout = retry_timeout
         self._clock = clock
+        self.route = router_for(plan, api).route_object()
         self._custom = k8s.CustomObjectsApi(api)
 
     # --- reading --------------------------------------------------------------------
@@ -116,11 +117,15 @@ class VirtualServiceLease:
                     return None
                 raise
 
-        return retrying(get, what=f"read {PLURAL}/{self.name}", timeout=self.retry_timeout)
+        return retrying(get, what=f"read {self._path}", timeout=self.retry_timeout)
 
     @property
     def name(self) -> str:
-        return self.plan.virtual_service
+        return self.route.name
+
+    @property
+    def _path(self) -> str:
+        return f"{self.route.plural}/{self.name}"
 
     # --- the lease's life -------------------------------------------------------------
 
@@ -132,10 +137,10 @@ class VirtualServiceLease:
         deadline = time.monotonic() + (self.ttl if patience is None else patience) + 1.0
         first_seen: Lease | None = None
         while True:
-            vs = self.read()
-            held = lease_of(vs)
+            route = self.read()
+            held = lease_of(route)
             if held is not None and not self._free_for(held, holder):
-                if held.identity != identity_of(self.plan):
+                if held.identity != release_key(self.plan):
                     raise LeaseHeld(self._refusal(held))
                 if first_seen is not None and held.expires != first_seen.expires:
                     raise LeaseHeld(self._refusal(held, running_elsewhere=True))
@@ -144,29 +149,29 @@ class VirtualServiceLease:
                     raise LeaseHeld(self._refusal(held, running_elsewhere=True))
                 self._sleep_until(held.expires, deadline)
                 continue
-            if self._write(vs, self._taken(vs, release_id, holder)):
+            if self._write(route, self._taken(route, release_id, holder)):
                 return
 
     def renew(self, release_id: str, holder: str) -> None:
         """Push the expiry forward; LeaseLost when someone else holds the lease now."""
         while True:
-            vs = self.read()
-            held = lease_of(vs)
-            if vs is None or not _held_by(held, release_id, holder):
+            route = self.read()
+            held = lease_of(route)
+            if route is None or not _held_by(held, release_id, holder):
                 who = held.describe() if held else "nobody"
                 raise LeaseLost(f"the lease on {self._where()} is now held by {who}")
-            if self._write(vs, self._with(vs, {LEASE_EXPIRES: self._expiry()})):
+            if self._write(route, self._with(route, {LEASE_EXPIRES: self._expiry()})):
                 return
 
     def release(self, release_id: str, holder: str, outcome: str) -> None:
         """Give the lease back and record how the release ended; no-op if not ours."""
         while True:
-            vs = self.read()
-            held = lease_of(vs)
-            if vs is None or not _held_by(held, release_id, holder):
+            route = self.read()
+            held = lease_of(route)
+            if route is None or not _held_by(held, release_id, holder):
                 return
             changes: dict[str, str | None] = dict.fromkeys(LEASE_ANNOTATIONS)
-            if self._write(vs, self._with(vs, changes | {OUTCOME: outcome})):
+            if self._write(route, self._with(route, changes | {OUTCOME: outcome})):
                 return
 
     # --- plumbing ---------------------------------------------------------------------
@@ -174,32 +179,22 @@ class VirtualServiceLease:
     def _free_for(self, held: Lease, holder: str) -> bool:
         return held.holder == holder or held.expired(self._clock())
 
-    def _taken(self, vs: dict[str, Any] | None, release_id: str, holder: str) -> dict[str, Any]:
+    def _taken(self, route: dict[str, Any] | None, release_id: str, holder: str) -> dict[str, Any]:
         notes: dict[str, str | None] = {
             LEASE: release_id,
             LEASE_HOLDER: holder,
             LEASE_EXPIRES: self._expiry(),
-            IDENTITY: identity_of(self.plan),
+            IDENTITY: release_key(self.plan),
             OUTCOME: None,
         }
-        return self._with(vs if vs is not None else self._empty(), notes)
+        return self._with(route if route is not None else unrouted(self.plan), notes)
 
     def _expiry(self) -> str:
         return rfc3339(self._clock() + timedelta(seconds=self.ttl))
 
-    def _empty(self) -> dict[str, Any]:
-        """A VirtualService that routes as the Service alone does (no subsets yet)."""
-        host = self.plan.host
-        return {
-            "apiVersion": ISTIO_API_VERSION,
-            "kind": "VirtualService",
-            "metadata": {"name": self.name, "namespace": self.plan.namespace},
-            "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host}}]}]},
-        }
-
     @staticmethod
-    def _with(vs: dict[str, Any], changes: dict[str, str | None]) -> dict[str, Any]:
-        body = copy.deepcopy(vs)
+    def _with(route: dict[str, Any], changes: dict[str, str | None]) -> dict[str, Any]:
+        body = copy.deepcopy(route)
         notes = body["metadata"].setdefault("annotations", {})
         for key, value in changes.items():
             if value is None:
@@ -219,13 +214,15 @@ class VirtualServiceLease:
         try:
             retrying(
                 write,
-                what=f"write the lease on {PLURAL}/{self.name}",
+                what=f"write the lease on {self._path}",
                 timeout=self.retry_timeout,
                 retry_conflicts=False,  # a conflict means: read again, decide again
             )
         except ApiException as exc:
             if is_conflict(exc):
                 return False
+            if current is None and is_not_found(exc):
+                raise missing_api(self.route.group, self.route.version, self.route.plural) from None
             raise
         return True
 
@@ -249,8 +246,14 @@ class VirtualServiceLease:
         time.sleep(max(0.05, min(left, 1.0, deadline - time.monotonic())))
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        route = self.route
         return getattr(self._custom, method)(
-            GROUP, VERSION, self.plan.namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT, **kwargs
+            route.group,
+            route.version,
+            route.namespace,
+            route.plural,
+            _request_timeout=REQUEST_TIMEOUT,
+            **kwargs,
         )
 
 

@@ -7,10 +7,15 @@ import hashlib
 import json
 from typing import Any
 
+from canary.errors import CanaryError
+from canary.identity import release_key
 from canary.plan import ReleasePlan
 from canary.planner import ANNOTATION_PREFIX, RELEASE_ANNOTATION
 
 SPEC_HASH_ANNOTATION = ANNOTATION_PREFIX + "spec-hash"
+# The mark of what a release created: the release's key (namespace/service/canary version).
+# A release deletes or scales down only what carries its own mark.
+OWNER_ANNOTATION = ANNOTATION_PREFIX + "owner"
 
 # What the API server owns; an object written anew gets its own.
 SERVER_METADATA = (
@@ -31,7 +36,7 @@ _STALE_ANNOTATIONS = (
 )
 
 
-class ManifestError(Exception):
+class ManifestError(CanaryError):
     """The canary Deployment cannot be made from what is there."""
 
 
@@ -53,6 +58,7 @@ def canary_deployment(
     metadata["namespace"] = plan.namespace
     annotations = metadata.setdefault("annotations", {})
     annotations[RELEASE_ANNOTATION] = release_id
+    annotations[OWNER_ANNOTATION] = release_key(plan)
     annotations[SPEC_HASH_ANNOTATION] = spec_hash(deployment)
     return deployment
 
@@ -92,6 +98,11 @@ def _container_named(plan: ReleasePlan, deployment: dict[str, Any]) -> dict[str,
     if not containers:
         raise ManifestError(f"stable Deployment {plan.stable_deployment} has no containers")
     return next((c for c in containers if c.get("name") == plan.service), containers[0])
+
+
+def owner_of(obj: dict[str, Any] | None) -> str | None:
+    """The release key that created `obj`, if a release did."""
+    return ((obj or {}).get("metadata") or {}).get("annotations", {}).get(OWNER_ANNOTATION)
 
 
 def spec_hash(deployment: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,23 +25,45 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from canary.pending import pending_release
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, Problem, load_plan
-from canary.plan_source import plan_to_release
-from flows.canary_release import ReleaseResult, canary_release
+from canary.errors import CanaryError
+from canary.plan import PlanError, Problem, ReleasePlan, load_plan
+from canary.plan.configs import plan_files, plan_names, plan_to_release
+from canary.plan.versions import pending_release
+from canary.release import ReleaseResult, ReleaseTarget
+from flows.canary_release import canary_release
 
 DEPLOYMENT = "canary-release/canary-release"
 FIRST_LOCK_TRY_S = 1.0
 
-# What the parameter form checks before a run is created (Kubernetes label values).
+# What the parameter form checks before a run is created: the API server refuses a run
+# whose parameters do not fit (enforce_parameter_schema in deploy/prefect.yaml).
+
+
+def _plan_file_choices() -> dict[str, Any]:
+    """The plan files in the configs directory when the deployment is registered.
+
+    A choice in the form, so a mistyped name is refused when the run is created; a file
+    added later is offered once the deployment is registered again. (Only the schema says
+    it: a run created without the schema check still reads only from the directory.)
+    """
+    names = plan_names()
+    return {"title": "Plan file", **({"enum": names} if names else {})}
+
+
+def _title(title: str) -> Any:
+    # Prefect titles a flow parameter with its name, unless the schema's own extra says.
+    return Field(json_schema_extra={"title": title})
+
+
+PlanFile = Annotated[str, Field(min_length=1, json_schema_extra=_plan_file_choices())]
 Version = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", max_length=63)
 ]
+Text = Annotated[str, Field(min_length=1, max_length=1024)]
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
-class ReleaseLocked(Exception):
+class ReleaseLocked(CanaryError):
     """Another release of the same service kept its lock past our patience."""
 
 
@@ -52,39 +75,53 @@ class ReleaseLocked(Exception):
     on_crashed=canary_release.on_crashed_hooks,
 )
 def release(
-    plan: str | ReleasePlan,
-    version: Version | None = None,
-    image: str | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    mesh_url: str | None = None,
-    initiator: str | None = None,
-    lock_timeout: Seconds = 3600.0,
+    plan: Annotated[PlanFile | ReleasePlan, _title("Plan")],
+    version: Annotated[Version | None, _title("Version")] = None,
+    image: Annotated[Text | None, _title("Image")] = None,
+    kubeconfig: Annotated[Text | None, _title("Kubeconfig")] = None,
+    context: Annotated[Text | None, _title("Kubeconfig context")] = None,
+    mesh_url: Annotated[Text | None, _title("Mesh URL")] = None,
+    initiator: Annotated[Text | None, _title("Initiator (your Slack member id)")] = None,
+    lock_timeout: Annotated[Seconds, _title("Lock timeout (seconds)")] = 3600.0,
 ) -> ReleaseResult | None:
     """Canary release of one service, phase by phase; any failure rolls back.
 
     Args:
-        plan: A plan file under the configs directory (e.g. configs/bookinfo-reviews.yaml),
-            or the plan itself.
+        plan: A plan file of the configs directory, or a plan written here.
         version: Release this version instead of the plan's canary.version.
         image: The image of that version (required with a new version, unless the plan's
             canary is a manifest).
         kubeconfig: Path of a kubeconfig; default $KUBECONFIG, else the in-cluster account.
         context: The kubeconfig context to use.
         mesh_url: Where the test phase sends its checks (default: the plan's tests.baseUrl).
-        initiator: Slack id of whoever started the release, for four-eyes gates.
+        initiator: Your Slack member id (U...). With it, a fourEyes gate needs someone else
+            to approve; left empty, it needs two different approvers.
         lock_timeout: Seconds to wait while another release of the service runs.
     """
+    _warn_unset_job_variables()
     chosen = plan_to_release(plan, version, image)
+    target = ReleaseTarget(kubeconfig=kubeconfig, kube_context=context, mesh_url=mesh_url)
     with release_lock(chosen, lock_timeout):
-        if already_released(chosen, kubeconfig, context):
+        if already_released(chosen, target):
             get_run_logger().info(
                 "%s already runs alone in %s: nothing to release",
                 chosen.canary_deployment,
                 chosen.namespace,
             )
             return None
-        return canary_release.fn(chosen, kubeconfig, context, mesh_url, None, initiator)
+        return canary_release.fn(chosen, target, initiator=initiator)
+
+
+def _warn_unset_job_variables() -> None:
+    """A job variable `prefect deploy` found unset reaches the run as its `{{ $NAME }}`."""
+    for name, value in sorted(os.environ.items()):
+        if value.startswith("{{ $") and value.endswith("}}"):
+            get_run_logger().warning(
+                "%s is %r: set it in the environment of `prefect deploy` "
+                "(deploy/prefect.yaml reads it from there)",
+                name,
+                value,
+            )
 
 
 # --- one release per service at a time ----------------------------------------------------
@@ -102,7 +139,7 @@ def release_lock(plan: ReleasePlan, timeout: float) -> Iterator[None]:
     name = lock_name(plan)
     ensure_lock(name)
     # A lease renewal that fails (the API briefly away) must not kill a release halfway:
-    # the cluster-side lease (tasks/guard.py) still keeps other releases out.
+    # the cluster-side lease (canary/ownership.py) still keeps other releases out.
     hold = functools.partial(concurrency, name, strict=True, raise_on_lease_renewal_failure=False)
     with contextlib.ExitStack() as held:
         try:
@@ -141,14 +178,14 @@ def ensure_lock(name: str) -> None:
                 )
 
 
-def already_released(plan: ReleasePlan, kubeconfig: str | None, context: str | None) -> bool:
+def already_released(plan: ReleasePlan, target: ReleaseTarget) -> bool:
     """The canary runs and the stable Deployment is gone: an earlier run released it.
 
     Without this, a run queued behind that release would find no stable to start from.
     """
-    from canary.cluster import Cluster, api_client, is_ready
+    from canary.cluster import Cluster, is_ready
 
-    cluster = Cluster(api_client(kubeconfig, context), plan.namespace)
+    cluster = Cluster(target.api_client(), plan.namespace)
     canary = cluster.get_deployment(plan.canary_deployment)
     return is_ready(canary) and cluster.get_deployment(plan.stable_deployment) is None
 
@@ -184,8 +221,8 @@ def release_train(
         mesh_url: Passed to each release: where the test phase sends its checks.
         deployment: The deployment the releases run as.
     """
-    where = dict(kubeconfig=kubeconfig, context=context, mesh_url=mesh_url)
-    cars = [_board(path, deployment, where) for path in plan_files(Path(configs))]
+    target = ReleaseTarget(kubeconfig=kubeconfig, kube_context=context, mesh_url=mesh_url)
+    cars = [_board(path, deployment, target) for path in plan_files(Path(configs))]
     logger = get_run_logger()
     for car in cars:
         logger.info("%s: %s %s %s", car.plan, car.action, car.version, car.detail)
@@ -195,11 +232,7 @@ def release_train(
     return cars
 
 
-def plan_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-
-
-def _board(path: Path, deployment: str, where: dict[str, Any]) -> TrainCar:
+def _board(path: Path, deployment: str, target: ReleaseTarget) -> TrainCar:
     try:
         plan = load_plan(path)
         pending = pending_release(plan, str(path))
@@ -213,9 +246,9 @@ def _board(path: Path, deployment: str, where: dict[str, Any]) -> TrainCar:
     if _queued(pending, deployment):
         return car.model_copy(update={"action": "already queued"})
     with contextlib.suppress(Exception):  # unreadable cluster: the release will say why
-        if already_released(pending, where["kubeconfig"], where["context"]):
+        if already_released(pending, target):
             return car.model_copy(update={"action": "already released"})
-    run_id = _start(pending, deployment, where)
+    run_id = _start(pending, deployment, target)
     return car.model_copy(update={"flow_run_id": run_id, "detail": f"(flow run {run_id})"})
 
 
@@ -223,11 +256,17 @@ def service_tag(plan: ReleasePlan) -> str:
     return f"service:{plan.namespace}/{plan.service}"
 
 
-def _start(plan: ReleasePlan, deployment: str, where: dict[str, Any]) -> str:
+def _start(plan: ReleasePlan, deployment: str, target: ReleaseTarget) -> str:
     from prefect.deployments import run_deployment
 
-    parameters = {"plan": plan.model_dump(mode="json", by_alias=True, exclude_none=True)}
-    parameters |= {key: value for key, value in where.items() if value is not None}
+    parameters: dict[str, Any] = {
+        "plan": plan.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # The `release` flow's parameters for the target, one by one (its form's fields).
+        "kubeconfig": target.kubeconfig,
+        "context": target.kube_context,
+        "mesh_url": target.mesh_url,
+    }
+    parameters = {key: value for key, value in parameters.items() if value is not None}
     run = run_deployment(
         deployment,
         parameters=parameters,

@@ -24,43 +24,59 @@ def image(app: str, version: str = "v1") -> str:
 
 def service(app: str, namespace: str) -> Obj:
     return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": app, "namespace": namespace,
-                     "labels": {"app": app, "service": app}},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "namespace": namespace, "labels": {"app": app, "service": app}},
         "spec": {"ports": [{"port": PORT, "name": "http"}], "selector": {"app": app}},
     }
 
 
 def service_account(app: str, namespace: str) -> Obj:
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": f"bookinfo-{app}", "namespace": namespace,
-                         "labels": {"account": app}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": f"bookinfo-{app}", "namespace": namespace, "labels": {"account": app}},
+    }
 
 
 def deployment(app: str, namespace: str, version: str = "v1", replicas: int = 1) -> Obj:
     labels = {"app": app, "version": version}
-    container: Obj = {"name": app, "image": image(app, version),
-                      "imagePullPolicy": "IfNotPresent", "ports": [{"containerPort": PORT}]}
+    container: Obj = {
+        "name": app,
+        "image": image(app, version),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"containerPort": PORT}],
+    }
     pod_spec: Obj = {"serviceAccountName": f"bookinfo-{app}", "containers": [container]}
     template_meta: Obj = {"labels": dict(labels)}
     if app == "reviews":
         # The Java reviews service writes its logs and server state to scratch volumes.
         container["env"] = [{"name": "LOG_DIR", "value": "/tmp/logs"}]
-        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"},
-                                     {"name": "wlp-output", "mountPath": "/opt/ibm/wlp/output"}]
-        pod_spec["volumes"] = [{"name": "wlp-output", "emptyDir": {}},
-                               {"name": "tmp", "emptyDir": {}}]
+        container["volumeMounts"] = [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "wlp-output", "mountPath": "/opt/ibm/wlp/output"},
+        ]
+        pod_spec["volumes"] = [
+            {"name": "wlp-output", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ]
     elif app == "productpage":
-        template_meta["annotations"] = {"prometheus.io/scrape": "true",
-                                        "prometheus.io/port": str(PORT),
-                                        "prometheus.io/path": "/metrics"}
+        template_meta["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        }
         container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
         pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": f"{app}-{version}", "namespace": namespace, "labels": dict(labels)},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
-                 "template": {"metadata": template_meta, "spec": pod_spec}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
     }
 
 

@@ -132,8 +132,11 @@ class Chaos:
 
     # --- the API server: one check at request entry -------------------------------------
 
-    def intercept(self, handler: BaseHTTPRequestHandler) -> bool:
-        """Apply at most one fault to the handler's request; True when it answered it."""
+    def intercept(self, handler: BaseHTTPRequestHandler, record: Callable[[int], None]) -> bool:
+        """Apply at most one fault to the handler's request; True when it answered it.
+
+        ``record(status)`` enters the request in the API server's log (0: no answer).
+        """
         fault = self._draw(handler.command, handler.path)
         if fault is None:
             return False
@@ -143,10 +146,12 @@ class Chaos:
             time.sleep(self.spec.slow)
             return False
         if fault in ("500", "409"):
+            record(int(fault))
             _answer(handler, int(fault))
             return True
         if fault == "stall":
             time.sleep(self.spec.stall)
+        record(0)
         _hang_up(handler)
         return True
 
@@ -231,12 +236,11 @@ class Chaos:
 
 
 def _answer(handler: BaseHTTPRequestHandler, code: int) -> None:
-    """A Status answer as the API server gives it, recorded in its request log."""
+    """A Status answer as the API server gives it."""
     body = json.dumps(
         {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
          "message": _MESSAGES[code], "reason": _REASONS[code], "code": code}
     ).encode()  # fmt: skip
-    _record(handler, code)
     handler.send_response(code)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(body)))
@@ -246,14 +250,6 @@ def _answer(handler: BaseHTTPRequestHandler, code: int) -> None:
 
 def _hang_up(handler: BaseHTTPRequestHandler) -> None:
     """Close the connection without a word: the client sees a reset or a timeout."""
-    _record(handler, 0)
     handler.close_connection = True
     with contextlib.suppress(OSError):
         handler.connection.shutdown(socket.SHUT_RDWR)
-
-
-def _record(handler: BaseHTTPRequestHandler, status: int) -> None:
-    api = getattr(handler.server, "api", None)
-    if api is not None:
-        path, _, query = handler.path.partition("?")
-        api.record(handler.command, path, query, status)

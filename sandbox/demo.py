@@ -8,21 +8,19 @@ runs, the traffic split the simulated users see is printed every second.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from canary.events import EventKind, ReleaseEvent
 from canary.exit_codes import BAD_INPUT
-from canary.plan import ReleasePlan
-from canary.plan_file import PlanError, load_plan, plan_from_dict
+from canary.plan import PlanError, ReleasePlan, load_plan, plan_from_dict
 from canary.planner import canary_weight
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -46,7 +44,7 @@ GATE_TIMEOUT = 60.0
 
 def demo_main(argv: list[str]) -> int:
     """`canary demo [--scenario S] [--prometheus URL] [--plan PLAN] [--report PATH]`."""
-    from canary.report import reporting_to
+    from canary.report.publishing import reporting_to
 
     args = _parser().parse_args(argv)
     with reporting_to(args.report):  # the demo's release writes its report there
@@ -73,27 +71,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    use_local_prefect()
+    began = time.monotonic()
     try:
         plan = demo_plan(load_plan(getattr(args, "plan", None) or DEMO_PLAN))
     except PlanError as exc:
         print(exc, file=sys.stderr)
         return BAD_INPUT
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     try:
         sandbox = Sandbox(args.scenario, rps=DEMO_RPS)
     except (ValueError, OSError) as exc:
         print(f"canary demo: {exc}", file=sys.stderr)
         return BAD_INPUT
-    with sandbox, tempfile.TemporaryDirectory(prefix="canary-demo-") as tmp:
-        try:
-            with prometheus_for(sandbox, getattr(args, "prometheus", None)) as url:
-                plan = with_metrics_source(plan, url, sys.stdout)
-                return run_demo(plan, sandbox, Path(tmp), sys.stdout)
-        except OSError as exc:
-            print(f"canary demo: {exc}", file=sys.stderr)
-            return BAD_INPUT
+    try:
+        with contextlib.ExitStack() as running:
+            # Prefect's server, the sandbox and Prometheus start side by side.
+            prefect = running.enter_context(local_prefect())
+            running.enter_context(sandbox)
+            given = getattr(args, "prometheus", None)
+            url = running.enter_context(prometheus_for(sandbox, given))
+            workdir = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="demo-")))
+            if prefect is not None:
+                prefect.wait_ready()
+            ready = time.monotonic()
+            plan = with_metrics_source(plan, url, sys.stdout)
+            code = run_demo(plan, sandbox, workdir, sys.stdout)
+            released = time.monotonic()
+    except OSError as exc:
+        print(f"canary demo: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    print(
+        f"timing    start-up {ready - began:.1f}s   release {released - ready:.1f}s   "
+        f"shut-down {time.monotonic() - released:.1f}s"
+    )
+    return code
 
 
 @contextlib.contextmanager
@@ -132,23 +144,22 @@ def with_metrics_source(plan: ReleasePlan, url: str | None, out: TextIO) -> Rele
 
 
 def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int:
-    from canary.runner import run_release
+    from canary.release import ReleaseTarget
+    from flows.command import run_release
 
     kubeconfig = sandbox.write_kubeconfig(workdir / "kubeconfig")
     scenario = getattr(sandbox.scenario, "name", "")
     print(f"sandbox   {sandbox.api_url}  scenario {scenario}", file=out)
     print(f"release   {plan.service} {plan.stable.version} -> {plan.canary.version}", file=out)
-    where = os.environ.get("PREFECT_API_URL") or "a local ephemeral server (takes a moment)"
-    print(f"prefect   {where}", file=out)
+    print(f"prefect   {os.environ.get('PREFECT_API_URL')}", file=out)
     sandbox.wait_ready(10)
     printer = SplitPrinter(sandbox, plan, out)
     printer.start()
     code = run_release(
         plan,
-        kubeconfig=str(kubeconfig),
-        mesh_url=sandbox.ingress_url,
+        ReleaseTarget(kubeconfig=str(kubeconfig), mesh_url=sandbox.ingress_url),
         out=out,
-        notifiers=[printer, GateAnswerer(out)],
+        watchers=[printer, GateAnswerer(out)],
         before_summary=printer.stop,
     )
     print_final_state(sandbox, plan, out)
@@ -172,19 +183,36 @@ def demo_plan(plan: ReleasePlan) -> ReleasePlan:
     return plan_from_dict(data, str(DEMO_PLAN))
 
 
-def use_local_prefect() -> None:
-    """Unless PREFECT_API_URL names a server, run Prefect ephemerally in a scratch home.
+@contextlib.contextmanager
+def local_prefect() -> Iterator[Any]:
+    """The demo's own Prefect server, unless PREFECT_API_URL names one.
 
-    Must run before Prefect is imported: it reads its settings from the environment.
+    Prefect reads its settings from the environment when it is imported: this runs first.
     """
     if os.environ.get("PREFECT_API_URL"):
+        yield None
         return
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not os.environ.get("PREFECT_HOME"):
-        home = tempfile.mkdtemp(prefix="canary-demo-prefect-")
-        os.environ["PREFECT_HOME"] = home
-        # Registered before Prefect's own exit handlers, so it runs after its server stops.
-        atexit.register(shutil.rmtree, home, ignore_errors=True)
+    from sandbox.demo_prefect import demo_prefect
+
+    with demo_prefect() as server:
+        os.environ["PREFECT_API_URL"] = server.api_url
+        os.environ["PREFECT_HOME"] = str(server.home)
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        try:
+            yield server
+        finally:
+            _deliver_to_prefect()  # while the server still listens
+
+
+def _deliver_to_prefect() -> None:
+    """Send the logs and events Prefect still holds (it sends them in batches)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10)
 
 
 # --- what the users see --------------------------------------------------------------
@@ -222,36 +250,41 @@ class SplitPrinter:
 
 
 class GateAnswerer:
-    """Approves each gate the release stops at, through the Prefect API, as "demo"."""
+    """Approves each gate the release stops at, through the Prefect API, as a person would.
+
+    Each time a gate asks (again), another demo person answers: a four-eyes gate without
+    an initiator asks twice, and one person alone never passes it.
+    """
 
     def __init__(self, out: TextIO):
         self.out = out
-        self._answered: set[str] = set()
+        self._asked: dict[str, int] = {}
 
     def notify(self, event: ReleaseEvent) -> None:
-        # Keyed by gate: an inconclusive analysis asks during a phase under a key of its own.
-        key = event.gate or event.phase
-        if event.kind != EventKind.APPROVAL_REQUESTED or key in self._answered:
+        if event.kind != EventKind.APPROVAL_REQUESTED:
             return
-        self._answered.add(key or "")
+        # Keyed by gate: an inconclusive analysis asks during a phase under a key of its own.
+        key = event.gate or event.phase or ""
+        self._asked[key] = asked = self._asked.get(key, 0) + 1
+        who = "demo" if asked == 1 else f"demo-{asked}"
         what = (
             f"gate before {event.phase}"
             if key == event.phase
             else f"analysis pause at {event.phase}"
         )
         # The release id is the flow run id: the demo does not set one of its own.
-        args = (event.release_id, key, what)
+        args = (event.identity.release_id, key, what, who)
         threading.Thread(target=self._approve, args=args, daemon=True).start()
 
-    def _approve(self, run_id: str, gate: str | None, what: str) -> None:
-        from canary.approvals.gates import DecisionError, auto_approve
+    def _approve(self, run_id: str, gate: str, what: str, who: str) -> None:
+        from canary.approvals.decisions import DecisionError, auto_approve
 
         try:
-            auto_approve(run_id, gate, who="demo", timeout=GATE_TIMEOUT)
+            auto_approve(run_id, gate, who=who, timeout=GATE_TIMEOUT)
         except DecisionError as exc:
             print(f"          {what}: not answered: {exc}", file=self.out)
             return
-        print(f"          {what}: approved by demo", file=self.out)
+        print(f"          {what}: approved by {who}", file=self.out)
 
 
 def format_split(split: dict[str, float], plan: ReleasePlan) -> str:

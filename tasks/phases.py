@@ -9,7 +9,6 @@ Only transient API errors are retried; failed checks and bad plans are not.
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from typing import Any
 
@@ -18,38 +17,27 @@ from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
 from canary.checks import base_url, run_checks
-from canary.cluster import ReadinessTimeout, is_transient, retrying
+from canary.cluster import is_transient
+from canary.errors import CanaryError
 from canary.events import EventKind
-from canary.manifests import canary_deployment, same_deployment
-from canary.planner import (
-    Phase,
-    Routing,
-    canary_weight,
-    managed_route_names,
-    rollback_routing,
-    routing_for,
-)
-from canary.recorded import record_stable, recorded_stable
-from canary.routing import RoutingMismatch
-from tasks.context import ReleaseContext, cluster_of, emit, router_of
-from tasks.guard import guarded_by
-from tasks.health import HealthCheckFailed, hold
-
-ROLLBACK_TIMEOUT = 600.0  # rollback keeps retrying while the API does not answer
-
-log = logging.getLogger(__name__)
+from canary.hold import hold
+from canary.identity import release_key
+from canary.manifests import canary_deployment, owner_of, same_deployment
+from canary.notify.console import run_logger
+from canary.ownership import guarded_by
+from canary.planner import Phase, RoutingState, routing_for
+from canary.release import Release, cluster_of, emit, router_of
+from canary.rollback import land_rollback, stop_canary_traffic
+from canary.round_checks import HealthCheckFailed
+from canary.stable_record import record_stable
 
 
-class ChecksFailed(Exception):
+class ChecksFailed(CanaryError):
     """The test phase's checks failed."""
 
 
-class StableMissing(Exception):
+class StableMissing(CanaryError):
     """The stable Deployment the release starts from is not there."""
-
-
-class RollbackImpossible(Exception):
-    """Traffic cannot go back to stable (its Deployment is gone)."""
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -76,98 +64,91 @@ phase_task = functools.partial(
 
 
 @phase_task(name="isolate")
-def isolate(ctx: ReleaseContext, phase_name: str = "isolate") -> None:
-    """Pin all traffic to stable, with a subset ready for the canary."""
-    require_stable(ctx)
-    apply_routing(ctx, ctx.phase(phase_name))
+def isolate(release: Release, phase_name: str = "isolate") -> None:
+    """Pin all traffic to stable, with a destination (subset, Service) ready for the canary."""
+    require_stable(release)
+    apply_routing(release, release.phase(phase_name))
 
 
 @phase_task(name="deploy")
-def deploy(ctx: ReleaseContext, phase_name: str = "deploy") -> None:
+def deploy(release: Release, phase_name: str = "deploy") -> None:
     """Create the canary Deployment (unless it exists as wanted) and wait until ready."""
-    plan = ctx.plan
-    apply_routing(ctx, ctx.phase(phase_name))
-    cluster = cluster_of(ctx)
+    plan = release.plan
+    apply_routing(release, release.phase(phase_name))
+    cluster = cluster_of(release)
     stable = cluster.get_deployment(plan.stable_deployment)
-    manifest = canary_deployment(plan, None if plan.canary.manifest else stable, ctx.release_id)
+    source = None if plan.canary.manifest else stable
+    manifest = canary_deployment(plan, source, release.release_id)
     record_stable(manifest, stable)  # what a rollback after cleanup may recreate
     cluster.apply_deployment(manifest, unchanged=same_deployment)
     cluster.wait_ready(plan.canary_deployment, time.monotonic() + plan.timeouts.readiness)
 
 
 @phase_task(name="test")
-def test(ctx: ReleaseContext, phase_name: str = "test") -> None:
+def test(release: Release, phase_name: str = "test") -> None:
     """Route requests with the run's test header to the canary and run the checks."""
-    phase = ctx.phase(phase_name)
-    apply_routing(ctx, phase)
-    report = run_checks(ctx.plan, ctx.release_id, base_url(ctx.plan, ctx.mesh_url))
-    emit(ctx, EventKind.ANALYSIS, phase.name, message=report.reason)
+    phase = release.phase(phase_name)
+    apply_routing(release, phase)
+    url = base_url(release.plan, release.target.mesh_url)
+    report = run_checks(release.plan, release.release_id, url)
+    decision = "pass" if report.passed else "fail"
+    emit(release, EventKind.ANALYSIS, phase.name, decision=decision, message=report.reason)
     if not report.passed:
         raise ChecksFailed(report.reason)
 
 
 @phase_task(name="header-route")
-def header_route(ctx: ReleaseContext, phase_name: str = "header-route") -> None:
+def header_route(release: Release, phase_name: str = "header-route") -> None:
     """Send the plan's header matches to the canary, then hold."""
-    phase = ctx.phase(phase_name)
-    apply_routing(ctx, phase)
-    watch(ctx, phase)
+    phase = release.phase(phase_name)
+    apply_routing(release, phase)
+    watch(release, phase)
 
 
 @phase_task(name="step")
-def weighted_step(ctx: ReleaseContext, phase_name: str) -> None:
+def weighted_step(release: Release, phase_name: str) -> None:
     """Shift the step's weight to the canary, then hold."""
-    phase = ctx.phase(phase_name)
-    apply_routing(ctx, phase)
-    watch(ctx, phase)
+    phase = release.phase(phase_name)
+    apply_routing(release, phase)
+    watch(release, phase)
 
 
 @phase_task(name="promote")
-def promote(ctx: ReleaseContext, phase_name: str = "promote") -> None:
+def promote(release: Release, phase_name: str = "promote") -> None:
     """All traffic to the canary, then hold."""
-    phase = ctx.phase(phase_name)
-    apply_routing(ctx, phase)
-    watch(ctx, phase)
+    phase = release.phase(phase_name)
+    apply_routing(release, phase)
+    watch(release, phase)
 
 
 @phase_task(name="cleanup")
-def cleanup(ctx: ReleaseContext, phase_name: str = "cleanup") -> None:
-    """Drop the stable subset, wait the plan's delay, retire the stable Deployment."""
-    plan = ctx.plan
-    apply_routing(ctx, ctx.phase(phase_name))
+def cleanup(release: Release, phase_name: str = "cleanup") -> None:
+    """Drop stable's destination, wait the plan's delay, retire the stable Deployment."""
+    plan = release.plan
+    apply_routing(release, release.phase(phase_name))
     time.sleep(plan.cleanup.delay)
-    cluster = cluster_of(ctx)
-    if plan.cleanup.action == "delete":
+    cluster = cluster_of(release)
+    stable = cluster.get_deployment(plan.stable_deployment)
+    owner = owner_of(stable)
+    if owner is not None and owner != release_key(plan, plan.stable.version):
+        # Made by another release as its canary: not the stable this release started from.
+        run_logger().warning("%s left in place: it is %s's", plan.stable_deployment, owner)
+    elif plan.cleanup.action == "delete":
         cluster.delete_deployment(plan.stable_deployment)
     else:
         cluster.scale_deployment(plan.stable_deployment, 0)
 
 
 @task(name="rollback", cache_policy=NONE, persist_result=False)
-def rollback(ctx: ReleaseContext, reason: str = "") -> str:
+def rollback(release: Release, reason: str = "") -> str:
     """All traffic to stable, the canary removed, both read back; returns what was done."""
-    return land_rollback(ctx)
-
-
-def land_rollback(ctx: ReleaseContext) -> str:
-    """Roll back until it is done: transient API errors and a routing read back different
-    (someone wrote meanwhile) are retried, up to ROLLBACK_TIMEOUT. Usable outside a flow
-    run (the flow's state hooks call it)."""
-    deadline = time.monotonic() + ROLLBACK_TIMEOUT
-    while True:
-        left = max(deadline - time.monotonic(), 0.0)
-        try:
-            return retrying(lambda: _roll_back(ctx), what="roll back", timeout=left)
-        except RoutingMismatch:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.5)
+    return land_rollback(release)
 
 
 # --- shared steps --------------------------------------------------------------------
 
 
-def watch(ctx: ReleaseContext, phase: Phase) -> None:
+def watch(release: Release, phase: Phase) -> None:
     """Hold the phase; a canary found unhealthy loses its traffic at once.
 
     The rollback task that follows does it too, and more (the canary removed, all read
@@ -175,28 +156,17 @@ def watch(ctx: ReleaseContext, phase: Phase) -> None:
     busy worker, out of the time bad traffic flows.
     """
     try:
-        hold(ctx, phase)
+        hold(release, phase)
     except HealthCheckFailed:
-        _stop_canary_traffic(ctx)
+        guarded = guarded_by(release.release_id)
+        if guarded is None or guarded.lost is None:  # else another release owns the routing
+            stop_canary_traffic(release)
         raise
 
 
-def _stop_canary_traffic(ctx: ReleaseContext) -> None:
-    guarded = guarded_by(ctx.release_id)
-    if guarded is not None and guarded.lost is not None:
-        return  # another release owns the routing now
-    try:
-        if _runs(cluster_of(ctx).get_deployment(ctx.plan.stable_deployment)):
-            _route_to_stable(ctx, router_of(ctx).get_routes())
-    except Exception as exc:  # the rollback task retries until it lands
-        log.warning(
-            "%s: routing back to stable failed (%s); rollback retries", ctx.plan.service, exc
-        )
-
-
-def require_stable(ctx: ReleaseContext) -> dict[str, Any]:
-    plan = ctx.plan
-    stable = cluster_of(ctx).get_deployment(plan.stable_deployment)
+def require_stable(release: Release) -> dict[str, Any]:
+    plan = release.plan
+    stable = cluster_of(release).get_deployment(plan.stable_deployment)
     if stable is None:
         raise StableMissing(
             f"stable Deployment {plan.stable_deployment} not found in namespace {plan.namespace}"
@@ -204,97 +174,15 @@ def require_stable(ctx: ReleaseContext) -> dict[str, Any]:
     return stable
 
 
-def apply_routing(ctx: ReleaseContext, phase: Phase) -> Routing:
+def apply_routing(release: Release, phase: Phase) -> RoutingState:
     """Make the cluster route as the planner says for `phase`, and read it back."""
-    router = router_of(ctx)
+    router = router_of(release)
     current = router.get_routes()
-    desired = routing_for(ctx.plan, phase, ctx.release_id, current)
+    desired = routing_for(release.plan, phase, release.release_id, current)
     router.set_routes(desired)
     router.verify(desired)
-    before = canary_weight(ctx.plan, current.virtual_service) if current else 0
-    after = canary_weight(ctx.plan, desired.virtual_service)
+    before = current.canary_weight(release.plan) if current else 0
+    after = desired.canary_weight(release.plan)
     if after != before:
-        emit(ctx, EventKind.WEIGHT_CHANGED, phase.name, canary_weight=after)
+        emit(release, EventKind.WEIGHT_CHANGED, phase.name, canary_weight=after)
     return desired
-
-
-def _roll_back(ctx: ReleaseContext) -> str:
-    plan = ctx.plan
-    cluster, router = cluster_of(ctx), router_of(ctx)
-    current = router.get_routes()
-    if current is not None:
-        stable = cluster.get_deployment(plan.stable_deployment)
-        if not _runs(stable) and _sends_to_canary(ctx, current):
-            stable = _bring_back_stable(ctx, stable)
-        if _runs(stable):
-            _route_to_stable(ctx, current)
-    canary = _retire_canary(ctx)
-    _verify_rolled_back(ctx)
-    return f"all traffic on {plan.stable.version}; {canary}"
-
-
-def _route_to_stable(ctx: ReleaseContext, current: Routing | None) -> None:
-    router = router_of(ctx)
-    desired = rollback_routing(ctx.plan, ctx.release_id, current)
-    router.set_routes(desired)
-    router.verify(desired)
-
-
-def _bring_back_stable(ctx: ReleaseContext, stable: dict[str, Any] | None) -> dict[str, Any]:
-    """After cleanup: recreate stable as `rollback.afterPromotion` says, and wait until ready.
-
-    Traffic moves back only to a stable that is ready: never to an empty subset.
-    """
-    plan, cluster = ctx.plan, cluster_of(ctx)
-    gone = f"stable Deployment {plan.stable_deployment} is gone or scaled to zero"
-    if plan.rollback.after_promotion == "hold":
-        raise RollbackImpossible(
-            f"{gone}; traffic left on the canary (rollback.afterPromotion: hold)"
-        )
-    recorded = recorded_stable(cluster.get_deployment(plan.canary_deployment))
-    if stable is not None:  # cleanup scaled it to zero
-        replicas = (recorded or {}).get("spec", {}).get("replicas") or 1
-        cluster.scale_deployment(plan.stable_deployment, replicas)
-    elif recorded is None:
-        raise RollbackImpossible(
-            f"{gone} and no manifest of it was recorded; traffic left on the canary"
-        )
-    else:
-        cluster.apply_deployment(recorded, unchanged=lambda wanted, found: True)
-    try:
-        return cluster.wait_ready(
-            plan.stable_deployment, time.monotonic() + plan.timeouts.readiness
-        )
-    except ReadinessTimeout as exc:
-        raise RollbackImpossible(
-            f"recreated stable is not ready ({exc}); traffic left on the canary"
-        ) from None
-
-
-def _retire_canary(ctx: ReleaseContext) -> str:
-    plan, cluster = ctx.plan, cluster_of(ctx)
-    if plan.rollback.canary_action == "delete":
-        deleted = cluster.delete_deployment(plan.canary_deployment)
-        return f"{plan.canary_deployment} {'deleted' if deleted else 'not present'}"
-    scaled = cluster.scale_deployment(plan.canary_deployment, 0)
-    return f"{plan.canary_deployment} {'scaled to zero' if scaled else 'not present'}"
-
-
-def _verify_rolled_back(ctx: ReleaseContext) -> None:
-    plan = ctx.plan
-    routing = router_of(ctx).get_routes()
-    if routing is not None and _sends_to_canary(ctx, routing):
-        raise RollbackImpossible("routing read back after rollback still sends to the canary")
-    canary = cluster_of(ctx).get_deployment(plan.canary_deployment)
-    if canary is not None and canary.get("spec", {}).get("replicas", 1) != 0:
-        raise RollbackImpossible(f"{plan.canary_deployment} still runs after rollback")
-
-
-def _runs(deployment: dict[str, Any] | None) -> bool:
-    """Exists and wants pods (it may still be starting them)."""
-    return deployment is not None and deployment.get("spec", {}).get("replicas", 1) > 0
-
-
-def _sends_to_canary(ctx: ReleaseContext, routing: Routing) -> bool:
-    vs = routing.virtual_service
-    return bool(vs) and (canary_weight(ctx.plan, vs) > 0 or bool(managed_route_names(vs)))

@@ -27,6 +27,23 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+REAL_CLUSTER_LANE = "tests/real_cluster/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the real-cluster lane as one unit: its tests share one
+    control plane (a session fixture), so they all run on one worker, beside the others."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LaneScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(REAL_CLUSTER_LANE):
+                return REAL_CLUSTER_LANE
+            return super()._split_scope(nodeid)
+
+    return LaneScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +52,14 @@ def prefect_api_url() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # A busy machine (a shared CI runner) can take minutes to start it.
+    with prefect_test_harness(server_startup_timeout=300):
         yield str(PREFECT_API_URL.value())
 
 
 @dataclass
 class RunningSandbox:
-    sandbox: Any  # sandbox.server.Sandbox
+    sandbox: Any  # sandbox.emulated.Sandbox
     kubeconfig: str
 
     @property
@@ -58,11 +76,18 @@ class RunningSandbox:
     def writes(self) -> list[Any]:
         return self.sandbox.api.writes()
 
+    @property
+    def target(self) -> Any:
+        """Where a release into this sandbox runs: its API server and its ingress."""
+        from canary.release import ReleaseTarget
+
+        return ReleaseTarget(kubeconfig=self.kubeconfig, mesh_url=self.sandbox.ingress_url)
+
 
 @pytest.fixture
 def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
     """Start sandboxes (BookInfo preloaded, reviews-v1 ready); all stop after the test."""
-    from sandbox.server import Sandbox
+    from sandbox.emulated import Sandbox
 
     started: list[Any] = []
 
@@ -103,7 +128,7 @@ def plan_data() -> Callable[..., dict[str, Any]]:
 @pytest.fixture
 def fast_plan() -> Callable[..., Any]:
     """A ReleasePlan from `plan_data`."""
-    from canary.plan_file import plan_from_dict
+    from canary.plan import plan_from_dict
 
     def make(**overrides: Any) -> Any:
         return plan_from_dict(_fast_plan_data(**overrides))

@@ -9,7 +9,7 @@ import pytest
 
 from canary.checks import MESH_URL_ENV, base_url, run_checks
 from canary.cluster import Cluster, api_client
-from canary.manifests import canary_deployment
+from canary.manifests import canary_deployment, same_deployment
 from canary.planner import phase_named, routing_for
 from canary.routing.istio import IstioRouter
 
@@ -56,7 +56,8 @@ def test_only_requests_with_the_test_header_reach_the_canary(start_sandbox, fast
     plan = plan_with(fast_plan, [black_stars])
     api = api_client(box.kubeconfig)
     cluster = Cluster(api, "default")
-    cluster.create_deployment(canary_deployment(plan, box.get("deployments", "reviews-v1"), "r1"))
+    canary = canary_deployment(plan, box.get("deployments", "reviews-v1"), "r1")
+    cluster.apply_deployment(canary, same_deployment)
     cluster.wait_ready("reviews-v2", time.monotonic() + 5)
     IstioRouter(api, "default", "reviews", "reviews").set_routes(
         routing_for(plan, phase_named(plan, "test"), "r1")

@@ -21,7 +21,7 @@ def start_demo(scenario: str, api_url: str) -> subprocess.Popen[str]:
 
 def test_healthy_is_promoted_faulty_and_unready_are_rolled_back(prefect_api_url):
     demos = {s: start_demo(s, prefect_api_url) for s in ("healthy", "faulty", "unready")}
-    outputs = {s: p.communicate(timeout=120) for s, p in demos.items()}
+    outputs = {s: p.communicate(timeout=600) for s, p in demos.items()}
     codes = {s: p.returncode for s, p in demos.items()}
 
     assert codes == {"healthy": PROMOTED, "faulty": ROLLED_BACK, "unready": ROLLED_BACK}, outputs
@@ -48,7 +48,7 @@ def test_healthy_is_promoted_faulty_and_unready_are_rolled_back(prefect_api_url)
 
 def test_an_unknown_scenario_is_bad_input(prefect_api_url):
     demo = start_demo("no-such-scenario", prefect_api_url)
-    _, stderr = demo.communicate(timeout=60)
+    _, stderr = demo.communicate(timeout=300)
     assert demo.returncode == BAD_INPUT
     assert "unknown scenario 'no-such-scenario'" in stderr
     assert len(stderr.strip().splitlines()) == 1

@@ -32,8 +32,9 @@ def plan_without_checks(tmp_path: Path) -> Path:
 
 
 def start_demo(scenario: str, plan: Path, home: Path) -> subprocess.Popen[str]:
-    env = os.environ | {"PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
-    env.pop("PREFECT_API_URL", None)  # the demo starts its own ephemeral server
+    # The demo starts its own Prefect server, on a database it keeps in the user's cache.
+    env = os.environ | {"XDG_CACHE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("PREFECT_API_URL", None)
     return subprocess.Popen(
         [sys.executable, "-m", "canary", "demo", "--scenario", scenario, "--plan", str(plan)],
         stdout=subprocess.PIPE,
@@ -53,8 +54,8 @@ def test_faulty_and_slow_canaries_are_rolled_back_by_the_metric_they_break(
 ):
     require_prometheus()  # without one the demo drops metric analysis
     expected = {"faulty": "request-success-rate", "slow": "request-duration"}
-    demos = {s: start_demo(s, plan_without_checks, tmp_path / f"prefect-{s}") for s in expected}
-    outputs = {s: p.communicate(timeout=120) for s, p in demos.items()}
+    demos = {s: start_demo(s, plan_without_checks, tmp_path / "cache") for s in expected}
+    outputs = {s: p.communicate(timeout=600) for s, p in demos.items()}
 
     for scenario, metric in expected.items():
         stdout, stderr = outputs[scenario]

@@ -3,6 +3,8 @@
 "What releases use" is not written down by hand: releases run on the sandbox (promoted
 through the deployed flow, rolled back through the release flow) and every request the
 sandbox's API server received is mapped to the RBAC (API group, resource, verb) it needs.
+Gateway API releases run the same way on the in-memory API (tests/support/fake_kube.py,
+the sandbox serves no HTTPRoutes); their Role grants what they need beyond the first.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import yaml
 from flows.canary_release import ReleaseRolledBack, canary_release
 from flows.deployed import release
 from tests.conftest import REPO
+from tests.support.gateway_releases import bookinfo, gateway_plan, release_into
 
 MANIFESTS = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30"
 RELEASE_ROLE = "canary-release"
+GATEWAY_API_ROLE = "canary-release-gateway-api"
 
 # Requests that need no Role: API discovery, which every authenticated identity may read
 # (the built-in ClusterRole system:discovery).
@@ -127,10 +131,41 @@ def permissions_used_by_releases(start_sandbox: Any, fast_plan: Any) -> set[Perm
     with pytest.raises(ReleaseRolledBack):
         canary_release(
             fast_plan(rollback={"canaryAction": "scaleToZero"}),
-            kubeconfig=rolled_back.kubeconfig,
-            mesh_url=rolled_back.sandbox.ingress_url,
+            target=rolled_back.target,
         )
     requests = [*promoted.api.requests, *rolled_back.api.requests]
+    return {p for r in requests if (p := permission(r.method, r.path, r.query)) is not None}
+
+
+def test_the_gateway_api_role_grants_exactly_what_gateway_api_releases_add(
+    monkeypatch, plan_data, prefect_api_url
+):
+    used = permissions_used_by_gateway_api_releases(monkeypatch, plan_data)
+
+    added = used - role_permissions(RELEASE_ROLE)
+
+    assert role_permissions(GATEWAY_API_ROLE) == added
+    assert {
+        ("gateway.networking.k8s.io", "httproutes", "update"),
+        ("", "services", "create"),
+        ("", "services", "delete"),
+    } <= added  # the runs did run
+    assert ("apps", "deployments", "delete") in used
+
+
+def permissions_used_by_gateway_api_releases(
+    monkeypatch: pytest.MonkeyPatch, plan_data: Any
+) -> set[Permission]:
+    """Every permission two gateway-api releases needed: one promoted, one rolled back."""
+    requests = []
+    for checks_pass, run in ((True, "r-promoted"), (False, "r-rolled-back")):
+        kube = bookinfo()
+        release_into(monkeypatch, kube)
+        state = canary_release(
+            gateway_plan(plan_data, checks_pass=checks_pass), release_id=run, return_state=True
+        )
+        assert state.is_completed() == checks_pass
+        requests += kube.requests
     return {p for r in requests if (p := permission(r.method, r.path, r.query)) is not None}
 
 
@@ -164,12 +199,13 @@ def role_permissions(name: str) -> set[Permission]:
     }
 
 
-def test_the_release_identity_is_bound_where_it_releases():
+@pytest.mark.parametrize("role_name", [RELEASE_ROLE, GATEWAY_API_ROLE])
+def test_the_release_identity_is_bound_where_it_releases(role_name: str):
     docs = [d for _, d in documents()]
     binding = next(
-        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == RELEASE_ROLE
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == role_name
     )
-    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == RELEASE_ROLE)
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == role_name)
     assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == "default"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "canary-release", "namespace": "canary-system"}
@@ -177,5 +213,5 @@ def test_the_release_identity_is_bound_where_it_releases():
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
-        "name": RELEASE_ROLE,
+        "name": role_name,
     }

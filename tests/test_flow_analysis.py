@@ -61,10 +61,16 @@ def analysed(start_sandbox, fast_plan) -> Iterator[Callable[[str], tuple[Any, An
                 "prometheus": {"url": prometheus.url, "timeout": 2, "retries": 1},
                 "metrics": [
                     # A 5 s window holds several 1 s scrapes: rate() needs two.
-                    {"name": "request-success-rate", "thresholdRange": {"min": 99},
-                     "interval": "5s"},
-                    {"name": "request-duration", "thresholdRange": {"max": MAX_P99_MS},
-                     "interval": "5s"},
+                    {
+                        "name": "request-success-rate",
+                        "thresholdRange": {"min": 99},
+                        "interval": "5s",
+                    },
+                    {
+                        "name": "request-duration",
+                        "thresholdRange": {"max": MAX_P99_MS},
+                        "interval": "5s",
+                    },
                 ],
             },
         )
@@ -78,7 +84,8 @@ def analysed(start_sandbox, fast_plan) -> Iterator[Callable[[str], tuple[Any, An
 def release(plan: Any, box: Any, recorder: Recorder, release_id: str) -> Any:
     with notifying(recorder):
         return canary_release(
-            plan, kubeconfig=box.kubeconfig, mesh_url=box.sandbox.ingress_url,
+            plan,
+            target=box.target,
             release_id=release_id,
         )
 
@@ -137,7 +144,9 @@ def test_the_demo_rolls_a_faulty_canary_back(prefect_api_url):
     require_prometheus()
     demo = subprocess.run(
         [sys.executable, "-m", "canary", "demo", "--scenario", "faulty"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=os.environ | {"PREFECT_API_URL": prefect_api_url},
     )
     assert demo.returncode == ROLLED_BACK, demo.stdout + demo.stderr

@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.states import Cancelling
 
-from canary.approvals.gates import gate_request
+from canary.approvals.store import gate_request
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
 from canary.planner import canary_weight

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import ConsoleNotifier, Notifier, Notifiers, current_notifier, notifying
+from tests.support.events import release_event
 
 
 def event(kind: EventKind = EventKind.WEIGHT_CHANGED, **fields: object) -> ReleaseEvent:
-    defaults: dict[str, object] = {
-        "release_id": "r1",
-        "service": "reviews",
-        "namespace": "default",
-        "stable_version": "v1",
-        "canary_version": "v2",
-        "kind": kind,
-        "phase": "step-1",
-        "canary_weight": 20,
-    }
-    return ReleaseEvent(**(defaults | fields))
+    defaults: dict[str, object] = {"phase": "step-1", "canary_weight": 20}
+    return release_event(kind, **(defaults | fields))
 
 
 class Recording:
@@ -73,15 +64,15 @@ def test_a_broken_notifier_does_not_stop_the_others():
     fan_out.close()
 
 
-def test_a_stuck_notifier_delays_a_release_at_most_the_timeout():
+def test_a_stuck_notifier_does_not_hold_the_release_up():
     stuck, recording = Stuck(), Recording()
     fan_out = Notifiers([stuck, recording], timeout=0.2)
-    began = time.monotonic()
 
-    for _ in range(3):
-        fan_out.notify(event())
+    releasing = threading.Thread(target=lambda: [fan_out.notify(event()) for _ in range(3)])
+    releasing.start()
+    releasing.join(30)  # the stuck notifier never returns while the release goes on
 
-    assert time.monotonic() - began < 1.5
+    assert not releasing.is_alive(), "the release waited for a stuck notifier"
     assert len(recording.events) == 3
     stuck.release.set()
     fan_out.close()

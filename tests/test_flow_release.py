@@ -21,9 +21,7 @@ def subsets(dr: dict[str, Any]) -> list[str]:
 
 
 def release(plan: Any, box: Any, **kwargs: Any) -> ReleaseResult:
-    return canary_release(
-        plan, kubeconfig=box.kubeconfig, mesh_url=box.sandbox.ingress_url, **kwargs
-    )
+    return canary_release(plan, target=box.target, **kwargs)
 
 
 def assert_all_on_stable(plan: Any, box: Any) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from canary.cluster import Cluster, api_client
+from canary.release import Release
+from canary.rollback import RollbackImpossible
 from tasks import phases
-from tasks.context import ReleaseContext
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
@@ -40,12 +41,11 @@ def assert_rerun_writes_nothing(box: Any, name: str, run: Callable[[], None]) ->
     assert after == before, name
 
 
-def context(box: Any, plan: Any, release_id: str) -> ReleaseContext:
-    return ReleaseContext(
+def context(box: Any, plan: Any, release_id: str) -> Release:
+    return Release(
         plan=plan,
         release_id=release_id,
-        kubeconfig=box.kubeconfig,
-        mesh_url=box.sandbox.ingress_url,
+        target=box.target,
     )
 
 
@@ -99,7 +99,7 @@ def test_rollback_never_sends_traffic_to_a_stable_that_is_gone(start_sandbox, fa
     phases.promote(ctx)
     Cluster(api_client(box.kubeconfig), "default").delete_deployment("reviews-v1")
 
-    with pytest.raises(phases.RollbackImpossible, match="reviews-v1 is gone"):
+    with pytest.raises(RollbackImpossible, match="reviews-v1 is gone"):
         phases.rollback(ctx, "cleanup failed")
 
     vs = box.get("virtualservices", "reviews")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from canary.plan_file import PlanError
+from canary.plan import PlanError
 from tasks.phases import ChecksFailed, phase_task
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")

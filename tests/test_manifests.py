@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from canary.manifests import (
+    OWNER_ANNOTATION,
     SPEC_HASH_ANNOTATION,
     ManifestError,
     canary_deployment,
@@ -70,6 +71,7 @@ def test_clone_of_stable_with_the_new_image_and_version(fast_plan):
         "team": "books",
         RELEASE_ANNOTATION: "r1",
         SPEC_HASH_ANNOTATION: spec_hash(canary),
+        OWNER_ANNOTATION: "default/reviews/v2",  # what rollback and cleanup may touch
     }
     assert meta["labels"] == {"app": "reviews", "version": "v2"}
     assert canary["spec"]["selector"]["matchLabels"] == {"app": "reviews", "version": "v2"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from canary.pending import pending_release, with_canary
-from canary.plan_file import PlanError, parse_plan, plan_from_dict
-from canary.plan_source import resolve_plan
+from canary.plan import PlanError, parse_plan, plan_from_dict
+from canary.plan.configs import resolve_plan
+from canary.plan.versions import pending_release, with_canary
 
 V3 = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.0"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from canary.cli import main
-from canary.plan_file import PlanError, load_plan
+from canary.plan import PlanError, load_plan
 
 BAD_PLANS = sorted(Path(__file__).parent.joinpath("bad_plans").glob("*.yaml"))
 GOOD_PLANS = sorted(Path("configs").glob("*.yaml"))

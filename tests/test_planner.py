@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from canary.plan_file import load_plan, parse_plan
+from canary.plan import load_plan, parse_plan
 from canary.planner import (
     Routing,
     canary_weight,

@@ -78,9 +78,7 @@ def test_a_release_is_served_and_pushed_as_metrics(
     monkeypatch.setenv("CANARY_PUSHGATEWAY_URL", pushgateway.url)
     promoted, faulty = start_sandbox("healthy"), start_sandbox("faulty")
 
-    result = canary_release(
-        fast_plan(), kubeconfig=promoted.kubeconfig, mesh_url=promoted.sandbox.ingress_url
-    )
+    result = canary_release(fast_plan(), target=promoted.target)
 
     found = scrape(port)
     assert value(found, "canary_release_status") == 1  # promoted
@@ -88,16 +86,15 @@ def test_a_release_is_served_and_pushed_as_metrics(
     phases = {dict(labels).get("phase") for name, labels in found if name.endswith("phase_info")}
     assert phases == {"cleanup"}
     assert value(found, "canary_release_phase_info", phase="cleanup") == 1
-    assert abs(value(found, "canary_release_duration_seconds") - result.duration) < 1.0
+    # From the first event to the last: within the flow's own span, and more than a moment.
+    assert 0 < value(found, "canary_release_duration_seconds") <= result.duration
     assert value(found, "canary_release_decisions_total", decision="pass") == 4
     path, body = pushgateway.pushes[-1]
     assert path == "/metrics/job/canary-release/namespace/default/service/reviews"
     assert value(samples(body), "canary_release_status") == 1
 
     with pytest.raises(ReleaseRolledBack):
-        canary_release(
-            fast_plan(), kubeconfig=faulty.kubeconfig, mesh_url=faulty.sandbox.ingress_url
-        )
+        canary_release(fast_plan(), target=faulty.target)
 
     found = scrape(port)
     assert value(found, "canary_release_status") == 2  # rolled back

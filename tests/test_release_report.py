@@ -19,7 +19,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from canary.report import reporting_to
+from canary.report.publishing import reporting_to
 from canary.report.sampling import sample_metrics
 from flows.canary_release import canary_release
 from sandbox.prometheus import PrometheusServer
@@ -53,9 +53,7 @@ def artifacts_of(run_id: UUID) -> dict[str, Any]:
 
 def run(plan: Any, box: Any, report: Path) -> Any:
     with reporting_to(report):
-        return canary_release(
-            plan, kubeconfig=box.kubeconfig, mesh_url=box.sandbox.ingress_url, return_state=True
-        )
+        return canary_release(plan, target=box.target, return_state=True)
 
 
 def test_a_promoted_release_is_reported_with_its_metrics(start_sandbox, fast_plan, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from canary.exit_codes import BAD_INPUT, PROMOTED, ROLLED_BACK
-from canary.plan_file import plan_from_dict
+from canary.plan import plan_from_dict
 from canary.planner import canary_weight
 
 

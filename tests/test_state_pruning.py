@@ -12,8 +12,8 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import VariableCreate
 
-import canary.variables as variables
-from canary.variables import (
+import canary.prefect_variables as variables
+from canary.prefect_variables import (
     ABORT_PREFIX,
     DECISION_PREFIX,
     DEFAULT_RETENTION,
@@ -115,7 +115,7 @@ def test_retention_from_the_environment(monkeypatch, caplog, raw, expected):
         monkeypatch.delenv(RETENTION_ENV, raising=False)
     else:
         monkeypatch.setenv(RETENTION_ENV, raw)
-    with caplog.at_level(logging.WARNING, "canary.variables"):
+    with caplog.at_level(logging.WARNING, "canary.prefect_variables"):
         assert retention() == expected
     assert not caplog.records
 
@@ -123,7 +123,7 @@ def test_retention_from_the_environment(monkeypatch, caplog, raw, expected):
 @pytest.mark.parametrize("raw", ["two weeks", "0", "-3", "nan", "inf", "1e12"])
 def test_an_invalid_retention_falls_back_to_the_default_with_a_warning(monkeypatch, caplog, raw):
     monkeypatch.setenv(RETENTION_ENV, raw)
-    with caplog.at_level(logging.WARNING, "canary.variables"):
+    with caplog.at_level(logging.WARNING, "canary.prefect_variables"):
         assert retention() == DEFAULT_RETENTION
     [record] = caplog.records
     assert RETENTION_ENV in record.getMessage()
@@ -138,7 +138,7 @@ def test_prune_quietly_uses_the_retention_and_never_raises(monkeypatch, caplog):
 
     monkeypatch.setattr(variables, "prune", failing)
     monkeypatch.setenv(RETENTION_ENV, "3")
-    with caplog.at_level(logging.WARNING, "canary.variables"):
+    with caplog.at_level(logging.WARNING, "canary.prefect_variables"):
         prune_quietly()
 
     assert calls == [(3 * DAY, {"at_most": variables.PRUNE_BATCH})]
@@ -158,7 +158,7 @@ def test_a_failing_prune_changes_no_release_outcome(monkeypatch, start_sandbox, 
     monkeypatch.setattr(variables, "prune", failing)
     box, plan = start_sandbox("healthy"), fast_plan()
 
-    result = canary_release(plan, kubeconfig=box.kubeconfig, mesh_url=box.sandbox.ingress_url)
+    result = canary_release(plan, target=box.target)
 
     assert result.outcome == "promoted"
     assert len(calls) == 1  # once per release, at its end

@@ -21,7 +21,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +120,6 @@ class AnalysisResult:
             }
         )
         return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = None if self.verdict is None else str(self.verdict)
-        data["decision"] = str(self.decision)
-        return data
 
 
 @dataclass

@@ -16,7 +16,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from canary.durations import Duration, format_duration
-from canary.models import Model
+from canary.field_checks import promql_query
+from canary.models import Model, field_error
 
 SUCCESS_RATE = "request-success-rate"
 DURATION = "request-duration"
@@ -28,6 +29,14 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _METRIC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
 _BUCKET_BOUND = re.compile(r"^(\+Inf|[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)$")
+
+# What values a metric can take: a bound outside never holds, or always does.
+_MAX_LATENCY_MS = 3_600_000.0  # an hour
+_MAX_CUSTOM = 1e15
+_VALUE_RANGES = {
+    SUCCESS_RATE: (0.0, 100.0, "a success rate (%)"),
+    DURATION: (0.0, _MAX_LATENCY_MS, "a p99 duration (ms)"),
+}
 
 Direction = Literal["increase", "decrease", "either"]
 JudgeKind = Literal["threshold", "mann-whitney", "sequential"]
@@ -98,6 +107,8 @@ def safe_values(namespace: str, service: str, canary: str, stable: str) -> dict[
     }
 
 
+_SAMPLE_VALUES = {**safe_values("default", "service", "canary", "stable"), "interval": "1m"}
+
 # --- models ------------------------------------------------------------------------------
 
 
@@ -130,7 +141,9 @@ class MetricCheck(Model):
     )
     interval: Duration | None = Field(None, description="The query window; analysis.interval.")
     critical: bool = Field(False, description="Mann-Whitney: a failing critical metric fails all.")
-    weight: float = Field(1.0, gt=0, description="Mann-Whitney: the metric's share of the score.")
+    weight: float = Field(
+        1.0, gt=0, le=100, description="Mann-Whitney: the metric's share of the score."
+    )
     direction: Direction | None = Field(
         None, description="Which change is a regression; built-ins know theirs, custom: either."
     )
@@ -147,7 +160,11 @@ class MetricCheck(Model):
     @field_validator("query", "stable_query")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
-        return None if value is None else check_template(value)
+        if value is None:
+            return None
+        # Parsed as Prometheus would parse it, filled with names of the same shape.
+        promql_query(render(check_template(value), _SAMPLE_VALUES))
+        return value
 
     @field_validator("interval")
     @classmethod
@@ -190,10 +207,10 @@ class JudgeSpec(Model):
         "thresholdRange (threshold, mann-whitney); Mann-Whitney's interval.",
     )
     # mann-whitney
-    effect_size_tolerance: float = Field(0.25, ge=0)
+    effect_size_tolerance: float = Field(0.25, ge=0, le=100)
     pass_score: float = Field(95.0, ge=0, le=100)
     marginal_score: float = Field(75.0, ge=0, le=100)
-    min_samples: int = Field(5, ge=2, description="Windows per side before a comparison.")
+    min_samples: int = Field(5, ge=2, le=1000, description="Windows per side before a comparison.")
     lookback: Duration | None = Field(None, description="Default: since the analysis began.")
     # sequential
     alpha: float = Field(0.01, gt=0, lt=0.5, description="Bound on the false-rollback rate.")
@@ -201,7 +218,10 @@ class JudgeSpec(Model):
         1.5, gt=0, le=10, description="Spread of the prior on the log rate ratio."
     )
     latency_threshold_ms: float | None = Field(
-        None, gt=0, description="Slow means above this; default: the stable's p99 bucket."
+        None,
+        gt=0,
+        le=_MAX_LATENCY_MS,
+        description="Slow means above this; default: the stable's p99 bucket.",
     )
     detectable_points: float = Field(
         1.0,
@@ -221,7 +241,9 @@ class JudgeSpec(Model):
 class NoDataSpec(Model):
     """What a check without enough traffic means."""
 
-    min_requests: int = Field(20, ge=0, description="Canary requests per interval to judge.")
+    min_requests: int = Field(
+        20, ge=0, le=10**9, description="Canary requests per interval to judge."
+    )
     on_no_data: Literal["hold", "pause", "fail"] = "hold"
 
 
@@ -249,8 +271,6 @@ def check_analysis(
     metrics: list[MetricCheck], judge: JudgeSpec, threshold: int, max_failures: int | None
 ) -> None:
     """Checks that need the whole analysis section; errors name the field."""
-    from canary.plan import field_error  # the plan module is loaded by the time we validate
-
     if max_failures is not None and max_failures < threshold:
         raise field_error(
             "maxFailures", f"must be at least threshold ({threshold}), or threshold never applies"
@@ -260,11 +280,25 @@ def check_analysis(
         if metric.name in names:
             raise field_error(f"metrics[{index}].name", f"{metric.name!r} is checked twice")
         names.add(metric.name)
+        problem = _range_problem(metric)
+        if problem is not None:
+            raise field_error(f"metrics[{index}].thresholdRange.{problem[0]}", problem[1])
         if metric.threshold_range is None and not compared(metric, judge.kind):
             raise field_error(
                 f"metrics[{index}].thresholdRange",
                 f"the {judge.kind} judge checks this metric against a thresholdRange; give one",
             )
+
+
+def _range_problem(metric: MetricCheck) -> tuple[str, str] | None:
+    """(min or max, message) for a bound the metric can never reach or pass."""
+    low, high, what = _VALUE_RANGES.get(metric.name, (-_MAX_CUSTOM, _MAX_CUSTOM, "a custom bound"))
+    bounds = metric.threshold_range
+    for side in ("min", "max"):
+        value = getattr(bounds, side) if bounds is not None else None
+        if value is not None and not low <= value <= high:
+            return side, f"{value:g} is out of range: {what} lies in [{low:g}, {high:g}]"
+    return None
 
 
 def compared(metric: MetricCheck, kind: JudgeKind) -> bool:

@@ -10,36 +10,28 @@ import argparse
 import contextlib
 import getpass
 import os
-import re
 import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from canary.arguments import CommandParser
+from canary.errors import BadInput
 from canary.exit_codes import BAD_INPUT, ERROR
 
 RELEASE_FLOW = "canary-release"
-# The console notifier's run-log line: "<svc> <stable>-><canary>  [<phase>  ]<kind>  [..]".
-_EVENT_LINE = re.compile(
-    r"^\S+ \S+->\S+  (?:(?P<phase>[a-z0-9-]+)  )?(?P<kind>phase-started|phase-finished|"
-    r"weight-changed|analysis|approval-[a-z-]+|rollback|promoted|failed)"
-    r"(?:  \S+ at (?P<weight>\d+)%)?"
-)
 
 
-class _Refused(Exception):
+class _Refused(BadInput):
     """Bad input, reported in one line with exit code 2."""
 
 
 def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    from canary.approvals.gates import DecisionError
-
     try:
         return handler(args)
-    except (_Refused, DecisionError) as exc:
+    except BadInput as exc:
         print(f"canary: {exc}", file=sys.stderr)
-        return BAD_INPUT
+        return exc.exit_code
     except KeyboardInterrupt:
         print("canary: interrupted", file=sys.stderr)
         return ERROR
@@ -93,7 +85,8 @@ def _decision_main(decision: str, argv: list[str]) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    from canary.approvals.gates import decide, slack_members
+    from canary.approvals.decisions import decide
+    from canary.approvals.policy import slack_members
 
     who = args.who or _me()
     request = decide(
@@ -116,13 +109,9 @@ def abort_main(argv: list[str]) -> int:
 
 
 def _abort(args: argparse.Namespace) -> int:
-    from canary.approvals.gates import (
-        AlreadyDecided,
-        decide,
-        flow_run_state,
-        paused_gate,
-        request_abort,
-    )
+    from canary.approvals.decisions import AlreadyDecided, decide, flow_run_state
+    from canary.approvals.pause import paused_gate
+    from canary.stopping import request_abort
 
     who = args.who or _me()
     state = flow_run_state(args.run_id)
@@ -189,7 +178,8 @@ def _service_of(run: Any) -> str | None:
 def _run_status(client: Any, run_id: str) -> str:
     from prefect.exceptions import ObjectNotFound
 
-    from canary.approvals.gates import gate_request, paused_gate
+    from canary.approvals.pause import paused_gate
+    from canary.approvals.store import gate_request
 
     try:
         run = client.read_flow_run(run_id)
@@ -214,23 +204,15 @@ def _run_status(client: Any, run_id: str) -> str:
 
 
 def _latest_phase(client: Any, run_id: str) -> tuple[str | None, int | None]:
-    """Phase and weight from the newest release events in the run's log."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import LogSort
+    """Phase and weight from the run's newest release events (canary.notify.prefect_events)."""
+    from canary.notify.prefect_events import release_events
 
-    logs = client.read_logs(
-        LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)])),
-        limit=200,
-        sort=LogSort.TIMESTAMP_DESC,
-    )
     phase = weight = None
-    for entry in logs:
-        match = _EVENT_LINE.match(entry.message)
-        if not match:
-            continue
-        phase = phase or match["phase"]
-        if weight is None and match["weight"] is not None:
-            weight = int(match["weight"])
+    for event in release_events(client, run_id):
+        payload = event.payload
+        phase = phase or payload.get("phase")
+        if weight is None and payload.get("canary_weight") is not None:
+            weight = int(payload["canary_weight"])
         if phase and weight is not None:
             break
     return phase, weight

@@ -1,11 +1,13 @@
 """The approval listener: Slack button clicks → decisions on paused release runs.
 
 Slack sends interactivity requests (form-encoded `payload=<json>`) to this server, or over
-Socket Mode when SLACK_APP_TOKEN is set. Every HTTP request must carry a valid Slack
-signature made within the last 5 minutes, else 401. A click is then checked step by step:
-the button's signed binding, the run paused at that gate, the clicking user among the
-gate's approvers and the four-eyes rule; only then is the run resumed through the
-Prefect API. Refusals are answered with an ephemeral message; the run stays paused.
+Socket Mode when SLACK_APP_TOKEN is set. The HTTP server (Bolt's ASGI adapter on uvicorn,
+see listener_http) bounds what a request may cost; Bolt then refuses, with 401, every
+request without a valid Slack signature made within the last 5 minutes, and a click that
+is not well formed gets 400. A click is then checked step by step: the button's signed
+binding, the run paused at that gate, the clicking user among the gate's approvers and
+the four-eyes rule; only then is the run resumed through the Prefect API. Refusals are
+answered with an ephemeral message; the run stays paused.
 """
 
 from __future__ import annotations
@@ -14,31 +16,33 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from slack_bolt import App, BoltRequest
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
-from slack_sdk.signature import SignatureVerifier
 
-from canary.approvals.binding import BindingError, verify_binding
-from canary.approvals.gates import (
-    AlreadyDecided,
-    DecisionError,
-    NotAllowed,
-    decide,
+from canary.approvals.decisions import AlreadyDecided, DecisionError, NotAllowed, decide
+from canary.approvals.listener_http import (
+    EVENTS_PATH,
+    MAX_CONNECTIONS,
+    READ_TIMEOUT,
+    bind,
+    uvicorn_server,
 )
-from canary.notify.slack import APPROVE_ACTION, REJECT_ACTION, group_members, slack_client
+from canary.slack.api import group_members, slack_client
+from canary.slack.buttons import APPROVE_ACTION, REJECT_ACTION, BindingError, verify_binding
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
-_MAX_BODY = 1 << 20
+READ_TIMEOUT_ENV = "CANARY_LISTENER_READ_TIMEOUT"
+MAX_CONNECTIONS_ENV = "CANARY_LISTENER_MAX_CONNECTIONS"
 
 
 class ListenerConfig:
-    """Secrets and endpoints, from the environment."""
+    """Secrets, endpoints and limits, from the environment."""
 
     def __init__(self, env: dict[str, str] | None = None):
         env = dict(os.environ if env is None else env)
@@ -47,10 +51,28 @@ class ListenerConfig:
         self.binding_key = env.get("CANARY_BINDING_KEY") or self.signing_secret
         self.app_token = env.get("SLACK_APP_TOKEN", "")
         self.api_url = env.get("SLACK_API_URL")
+        self.limit_problems: list[str] = []
+        self.read_timeout = self._number(env, READ_TIMEOUT_ENV, READ_TIMEOUT, float)
+        self.max_connections = self._number(env, MAX_CONNECTIONS_ENV, MAX_CONNECTIONS, int)
 
     def missing(self) -> list[str]:
         names = {"SLACK_BOT_TOKEN": self.bot_token, "SLACK_SIGNING_SECRET": self.signing_secret}
         return [name for name, value in names.items() if not value]
+
+    def _number(self, env: dict[str, str], name: str, default: Any, kind: type) -> Any:
+        text = env.get(name)
+        if not text:
+            return default
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 < value <= 3600:  # also refuses NaN
+            self.limit_problems.append(
+                f"{name} must be a number above 0 and at most 3600, not {text!r}"
+            )
+            return default
+        return value
 
 
 def build_app(config: ListenerConfig, client: WebClient | None = None) -> App:
@@ -61,29 +83,77 @@ def build_app(config: ListenerConfig, client: WebClient | None = None) -> App:
         signing_secret=config.signing_secret,
         token_verification_enabled=False,
     )
+    app.use(_WellFormed())  # after Bolt's own middleware: the signature is checked by then
     app.action(APPROVE_ACTION)(_on_click("approve", config.binding_key))
     app.action(REJECT_ACTION)(_on_click("reject", config.binding_key))
     return app
 
 
+@dataclass(frozen=True)
+class Click:
+    """What the listener needs from a block_actions payload."""
+
+    user: str
+    channel: str
+    value: str
+    message: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, body: dict[str, Any]) -> Click:
+        """The click, or ValueError saying what the payload lacks."""
+        if body.get("type") != "block_actions":
+            raise ValueError("not a block_actions payload")
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+            raise ValueError("no action")
+        value = actions[0].get("value", "")
+        user = _get(body, "user", "id")
+        channel = _get(body, "channel", "id") or _get(body, "container", "channel_id")
+        message = body.get("message") or {}
+        for what, given in (("user.id", user), ("channel", channel), ("action value", value)):
+            if not isinstance(given, str) or not given:
+                raise ValueError(f"no {what}")
+        if not isinstance(message, dict):
+            raise ValueError("message is not an object")
+        return cls(user, channel, value, message)
+
+
+def _get(body: dict[str, Any], outer: str, inner: str) -> Any:
+    part = body.get(outer)
+    return part.get(inner) if isinstance(part, dict) else None
+
+
+class _WellFormed(Middleware):
+    """400 for a payload that is no click. A Middleware, not a function: Bolt builds every
+    argument a function could ask for first, and some of them fail on such payloads."""
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        try:
+            Click.from_payload(req.body)
+        except ValueError as exc:
+            log.info("refused a malformed interaction: %s", exc)
+            return BoltResponse(status=400, body=f"malformed interaction: {exc}")
+        return next()
+
+
 def _on_click(decision: str, key: str) -> Callable[..., None]:
     def handle(ack: Callable[..., Any], body: dict[str, Any], client: WebClient) -> None:
         ack()
-        _handle_click(decision, key, body, client)
+        _handle_click(decision, key, Click.from_payload(body), client)
 
     return handle
 
 
-def _handle_click(decision: str, key: str, body: dict[str, Any], client: WebClient) -> None:
-    user = body["user"]["id"]
-    channel = (body.get("channel") or {}).get("id") or body["container"]["channel_id"]
-    action = body["actions"][0]
+def _handle_click(decision: str, key: str, click: Click, client: WebClient) -> None:
+    user, channel = click.user, click.channel
 
     def tell(text: str) -> None:
         client.chat_postEphemeral(channel=channel, user=user, text=text)
 
     try:
-        binding = verify_binding(action.get("value", ""), key)
+        binding = verify_binding(click.value, key)
     except BindingError as exc:
         log.warning("refused a click by %s: %s", user, exc)
         tell(f":warning: Not accepted: {exc}.")
@@ -106,73 +176,21 @@ def _handle_click(decision: str, key: str, body: dict[str, Any], client: WebClie
         tell(f":warning: {exc}.")
     else:
         log.info("%s %s at run %s", decided.status, decided.gate, decided.run_id)
-        _mark_decided(client, channel, body.get("message") or {}, decided.status, user)
+        _mark_decided(client, channel, click.message, decided.status, user)
 
 
 def _mark_decided(
     client: WebClient, channel: str, message: dict[str, Any], status: str, user: str
 ) -> None:
     """Replace the buttons of the clicked message by who decided and when."""
+    if not isinstance(message.get("ts"), str):
+        return  # nothing to update (a click on an ephemeral message)
     at = datetime.now(UTC).strftime("%H:%M:%S UTC")
     verdict = f"{status.capitalize()} by <@{user}> at {at}"
-    blocks = [b for b in message.get("blocks", []) if b.get("type") != "actions"]
+    blocks = [b for b in message.get("blocks") or [] if isinstance(b, dict)]
+    blocks = [b for b in blocks if b.get("type") != "actions"]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": verdict}]})
     client.chat_update(channel=channel, ts=message["ts"], text=verdict, blocks=blocks)
-
-
-# --- HTTP ---------------------------------------------------------------------------------
-
-
-def make_server(app: App, config: ListenerConfig, host: str, port: int) -> ThreadingHTTPServer:
-    verifier = SignatureVerifier(config.signing_secret)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self._send(200 if self.path == "/health" else 404, "ok")
-
-        def do_POST(self) -> None:
-            if self.path.split("?")[0] != EVENTS_PATH:
-                self._send(404, "not found")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > _MAX_BODY:
-                self._send(413, "too large")
-                return
-            body = self.rfile.read(length).decode("utf-8", "replace")
-            if not _signed(verifier, body, self.headers):
-                self._send(401, "invalid signature or stale timestamp")
-                return
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            response = app.dispatch(BoltRequest(body=body, headers=headers))
-            self._send(response.status, response.body, response.headers)
-
-        def _send(self, status: int, body: str, headers: dict[str, Any] | None = None) -> None:
-            data = body.encode()
-            self.send_response(status)
-            for name, values in (headers or {}).items():
-                if name.lower() != "content-length":
-                    for value in values if isinstance(values, list | tuple) else [values]:
-                        self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-    return ThreadingHTTPServer((host, port), Handler)
-
-
-def _signed(verifier: SignatureVerifier, body: str, headers: Any) -> bool:
-    """Slack's v0 signature over the body, made at most 5 minutes ago."""
-    try:
-        return verifier.is_valid(
-            body=body,
-            timestamp=headers.get("X-Slack-Request-Timestamp"),
-            signature=headers.get("X-Slack-Signature"),
-        )
-    except ValueError:  # a timestamp that is not a number
-        return False
 
 
 def serve(host: str = "127.0.0.1", port: int = 3000, env: dict[str, str] | None = None) -> int:
@@ -182,22 +200,31 @@ def serve(host: str = "127.0.0.1", port: int = 3000, env: dict[str, str] | None 
     if missing:
         print(f"canary approvals serve: set {' and '.join(missing)}", file=sys.stderr)
         return 2
+    if config.limit_problems:
+        print(f"canary approvals serve: {config.limit_problems[0]}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call
     app = build_app(config)
+    # Bolt logs each refused signature with the whole body; the listener logs one line.
+    # (Set after the app: Bolt gives its middleware loggers the app logger's level.)
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
     if config.app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         print("listening over Socket Mode", flush=True)
         SocketModeHandler(app, config.app_token).start()
         return 0
-    server = make_server(app, config, host, port)
-    bound_host, bound_port = server.server_address[:2]
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    server = uvicorn_server(
+        app, read_timeout=config.read_timeout, max_connections=config.max_connections
+    )
     print(f"listening on http://{bound_host}:{bound_port}{EVENTS_PATH}", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops gracefully, then raises the signal again
         pass
     finally:
-        server.server_close()
+        sock.close()
     return 0

@@ -105,10 +105,16 @@ class Notifications(Model):
 
 
 def gate_problems(gates: list[Gate], phase_names: list[str]) -> list[tuple[str, str]]:
-    """(field path, message) for gates at places the plan lacks or taken twice."""
+    """(field path, message) for gates at places the plan lacks, taken twice, or named twice."""
     seen: dict[str, int] = {}
+    names: dict[str, int] = {}
     problems = []
     for index, gate in enumerate(gates):
+        if gate.name is not None and gate.name in names:
+            first = names[gate.name]
+            problems.append((f"gates[{index}].name", f"{gate.name!r} is taken (gates[{first}])"))
+        elif gate.name is not None:
+            names[gate.name] = index
         path = f"gates[{index}].before"
         if gate.before not in phase_names:
             places = ", ".join(p for p in phase_names if _GATE_PLACE.fullmatch(p))

@@ -18,18 +18,20 @@ class ConsoleNotifier:
 
     def notify(self, event: ReleaseEvent) -> None:
         line = event.summary()
-        _run_logger().info(line)
+        run_logger().info(line)
         if self.stdout:
             stamp = event.time.astimezone().strftime("%H:%M:%S")
             print(f"{stamp}  {line}", file=self.stream or sys.stdout, flush=True)
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow or task run, else a plain logger."""
+def run_logger(
+    fallback: logging.Logger = _fallback_log,
+) -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a flow or task run, else `fallback`."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 
     try:
         return get_run_logger()
     except MissingContextError:
-        return _fallback_log
+        return fallback

@@ -26,7 +26,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 
 from canary.events import EventKind, ReleaseEvent
-from canary.report.recorder import decision_of
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +84,23 @@ class MetricsNotifier:
         with self._lock:
             self._record(event)
         if self.pushgateway:
-            self.push(event.namespace, event.service)
+            self.push(event.identity.namespace, event.identity.service)
 
     def _record(self, event: ReleaseEvent) -> None:
-        key = (event.namespace, event.service)
+        who = event.identity
+        key = (who.namespace, who.service)
         release = self._releases.get(key)
-        if release is None or release.release_id != event.release_id:
+        if release is None or release.release_id != who.release_id:
             if release is not None and release.phase is not None:
                 self.phase.remove(*key, release.phase)  # the previous release's last phase
-            release = self._releases[key] = _Release(event.release_id, event.time)
+            release = self._releases[key] = _Release(who.release_id, event.time)
             self.status.labels(*key).set(RUNNING)
         if event.canary_weight is not None:
             self.weight.labels(*key).set(event.canary_weight)
         if event.kind is EventKind.PHASE_STARTED and event.phase:
             self._enter(key, release, event.phase)
-        if event.kind is EventKind.ANALYSIS:
-            self.decisions.labels(*key, decision_of(event.message)).inc()
+        if event.decision is not None:
+            self.decisions.labels(*key, event.decision).inc()
         if event.kind is EventKind.PROMOTED:
             self.status.labels(*key).set(PROMOTED)
         elif event.kind in (EventKind.ROLLBACK, EventKind.FAILED):

@@ -49,7 +49,8 @@ def render_png(report: ReleaseReport, dpi: int = 100) -> bytes:
         latency.set_xlabel("seconds since the release started")
         latency.set_xlim(0, max(report.seconds, 1.0) * 1.02)
         fig.suptitle(
-            f"{report.title}   ({report.namespace}, release {report.release_id})", fontsize=11
+            f"{report.title}   ({report.identity.namespace}, release {report.identity.release_id})",
+            fontsize=11,
         )
         out = io.BytesIO()
         fig.savefig(out, format="png", dpi=dpi)
@@ -72,7 +73,7 @@ def _traffic(axis: Axes, report: ReleaseReport) -> None:
         where="post",
         color=CANARY,
         linewidth=2,
-        label=f"{report.canary_version} (canary)",
+        label=f"{report.identity.canary_version} (canary)",
     )
     axis.step(
         times,
@@ -81,7 +82,7 @@ def _traffic(axis: Axes, report: ReleaseReport) -> None:
         color=STABLE,
         linewidth=2,
         linestyle="--",
-        label=f"{report.stable_version} (stable)",
+        label=f"{report.identity.stable_version} (stable)",
     )
     shown: set[str] = set()
     for decision in report.decisions:
@@ -138,8 +139,8 @@ def _weight_at(report: ReleaseReport, moment: datetime) -> int:
 def _metric(axis: Axes, report: ReleaseReport, quantity: Quantity, label: str) -> None:
     drawn = False
     for role, colour, version in (
-        ("canary", CANARY, report.canary_version),
-        ("stable", STABLE, report.stable_version),
+        ("canary", CANARY, report.identity.canary_version),
+        ("stable", STABLE, report.identity.stable_version),
     ):
         series = report.series(quantity, role)
         if series is None or not series.points:

@@ -7,14 +7,15 @@ input of every rendering (markdown, table, plot).
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from canary.events import EventKind, ReleaseEvent
+from canary.events import ROUTED_WEIGHT, EventKind, ReleaseEvent
+from canary.identity import ReleaseIdentity
+from canary.release import PhaseRecord, ReleaseResult
 
 Role = Literal["canary", "stable"]
 Quantity = Literal["success-rate", "latency-p99"]
@@ -40,19 +41,7 @@ class ReportRecorder:
 # --- the report's data -------------------------------------------------------------------
 
 
-class PhaseSpan(BaseModel):
-    name: str
-    canary_weight: int
-    started: datetime
-    finished: datetime | None = None
-    outcome: str = "running"
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.finished - self.started).total_seconds() if self.finished else None
-
-
-class Decision(BaseModel):
+class AnalysisEntry(BaseModel):
     """One verdict of the analysis or of the test phase's checks."""
 
     time: datetime
@@ -88,18 +77,14 @@ class MetricSeries(BaseModel):
 
 
 class ReleaseReport(BaseModel):
-    release_id: str
-    service: str
-    namespace: str
-    stable_version: str
-    canary_version: str
+    identity: ReleaseIdentity
     outcome: str  # promoted, rolled-back, failed, or unknown when the flow ended otherwise
     reason: str
     started: datetime
     finished: datetime
-    phases: list[PhaseSpan]
+    phases: list[PhaseRecord]
     weights: list[tuple[datetime, int]]
-    decisions: list[Decision]
+    decisions: list[AnalysisEntry]
     approvals: list[Approval]
     metrics: list[MetricSeries] = Field(default_factory=list)
     metrics_source: str = ""
@@ -110,7 +95,8 @@ class ReleaseReport(BaseModel):
 
     @property
     def title(self) -> str:
-        return f"{self.service} {self.stable_version} → {self.canary_version}: {self.outcome}"
+        who = self.identity
+        return f"{who.service} {who.stable_version} → {who.canary_version}: {self.outcome}"
 
     def series(self, quantity: Quantity, role: Role) -> MetricSeries | None:
         return next((s for s in self.metrics if s.quantity == quantity and s.role == role), None)
@@ -118,42 +104,20 @@ class ReleaseReport(BaseModel):
 
 # --- building it ---------------------------------------------------------------------------
 
-_ANALYSIS = re.compile(r"^analysis (\w+)\b")
-
-
-def decision_of(message: str) -> str:
-    """The decision an analysis event's message states.
-
-    Metric analysis says `analysis continue|hold|pause|rollback: ...`; health rounds say
-    `healthy: ...` or name the failed checks with `FAILED`; the test phase's checks say
-    `checks failed: ...` or give their counts.
-    """
-    found = _ANALYSIS.match(message)
-    if found:
-        return found.group(1)
-    if "FAILED" in message or message.startswith("checks failed"):
-        return "fail"
-    return "pass"
-
 
 def build_report(
+    identity: ReleaseIdentity,
     events: list[ReleaseEvent],
-    result: Any | None = None,
-    identity: dict[str, str] | None = None,
+    result: ReleaseResult | None = None,
     metrics: list[MetricSeries] | None = None,
     metrics_source: str = "",
 ) -> ReleaseReport:
-    """The report from the release's events and, when the flow returned one, its result.
-
-    `identity` (release_id, service, namespace, stable_version, canary_version) names the
-    release when there is neither result nor event.
-    """
-    names = _identity(events, result, identity or {})
+    """The report from the release's events and, when the flow returned one, its result."""
     now = datetime.now(UTC)
     started = result.started if result is not None else (events[0].time if events else now)
     finished = result.finished if result is not None else (events[-1].time if events else now)
     return ReleaseReport(
-        **names,
+        identity=identity,
         outcome=result.outcome if result is not None else _outcome(events),
         reason=result.reason if result is not None else _reason(events),
         started=started,
@@ -169,16 +133,6 @@ def build_report(
         metrics=metrics or [],
         metrics_source=metrics_source,
     )
-
-
-_IDENTITY = ("release_id", "service", "namespace", "stable_version", "canary_version")
-
-
-def _identity(events: list[ReleaseEvent], result: Any | None, given: dict[str, str]) -> dict:
-    source: Any = result if result is not None else (events[0] if events else None)
-    if source is None:
-        return {key: given.get(key, "") for key in _IDENTITY}
-    return {key: getattr(source, key) for key in _IDENTITY}
 
 
 def _outcome(events: list[ReleaseEvent]) -> str:
@@ -197,13 +151,13 @@ def _reason(events: list[ReleaseEvent]) -> str:
     return last.message if last else "the release ended without an outcome"
 
 
-def _phases(events: list[ReleaseEvent], result: Any | None) -> list[PhaseSpan]:
+def _phases(events: list[ReleaseEvent], result: ReleaseResult | None) -> list[PhaseRecord]:
     if result is not None:
-        return [PhaseSpan.model_validate(p, from_attributes=True) for p in result.phases]
-    spans: dict[str, PhaseSpan] = {}
+        return [p.model_copy() for p in result.phases]
+    spans: dict[str, PhaseRecord] = {}
     for e in events:
         if e.kind is EventKind.PHASE_STARTED and e.phase:
-            spans[e.phase] = PhaseSpan(
+            spans[e.phase] = PhaseRecord(
                 name=e.phase, canary_weight=e.canary_weight or 0, started=e.time
             )
         elif e.kind is EventKind.PHASE_FINISHED and e.phase in spans:
@@ -215,13 +169,16 @@ def _weights(events: list[ReleaseEvent], started: datetime) -> list[tuple[dateti
     """The canary's share of traffic over time: 0 at the start, then every change."""
     weights = [(started, 0)]
     for e in events:
-        moved = e.kind in (EventKind.WEIGHT_CHANGED, EventKind.PROMOTED, EventKind.ROLLBACK)
-        if moved and e.canary_weight is not None and e.canary_weight != weights[-1][1]:
+        if (
+            e.kind in ROUTED_WEIGHT
+            and e.canary_weight is not None
+            and e.canary_weight != weights[-1][1]
+        ):
             weights.append((e.time, e.canary_weight))
     return weights
 
 
-def _decisions(events: list[ReleaseEvent], metrics: list[MetricSeries]) -> list[Decision]:
+def _decisions(events: list[ReleaseEvent], metrics: list[MetricSeries]) -> list[AnalysisEntry]:
     decisions = []
     for e in events:
         if e.kind is not EventKind.ANALYSIS:
@@ -229,10 +186,10 @@ def _decisions(events: list[ReleaseEvent], metrics: list[MetricSeries]) -> list[
         moment = e.time.timestamp()
         values = {s.key: v for s in metrics if (v := s.at(moment)) is not None}
         decisions.append(
-            Decision(
+            AnalysisEntry(
                 time=e.time,
                 phase=e.phase,
-                decision=decision_of(e.message),
+                decision=str(e.decision),
                 message=e.message,
                 values=values,
             )

@@ -55,10 +55,10 @@ def markdown(report: ReleaseReport, plot: str | None = None) -> str:
 
 
 def _intro(report: ReleaseReport) -> str:
-    day = report.started.strftime("%Y-%m-%d")
+    day, who = report.started.strftime("%Y-%m-%d"), report.identity
     return (
-        f"Release `{report.release_id}` of `{report.service}` in namespace "
-        f"`{report.namespace}`, {report.stable_version} → {report.canary_version}, "
+        f"Release `{who.release_id}` of `{who.service}` in namespace "
+        f"`{who.namespace}`, {who.stable_version} → {who.canary_version}, "
         f"{day} {clock(report.started)} → {clock(report.finished)} UTC "
         f"({report.seconds:.1f} s).\n\n**Outcome: {report.outcome}** — {_cell(report.reason)}"
     )

@@ -11,11 +11,10 @@ import copy
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from canary.cluster import REQUEST_TIMEOUT, is_not_found, retrying
-from canary.planner import PLANNER_ANNOTATIONS, Routing, same_routing
-from canary.routing import RoutingMismatch
+from canary.planner import Routing, same_routing
+from canary.routing import RouteObject, RoutingMismatch
+from canary.routing.custom_objects import CustomObjectRouter
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -23,7 +22,10 @@ VIRTUAL_SERVICES = "virtualservices"
 DESTINATION_RULES = "destinationrules"
 
 
-class IstioRouter:
+class IstioRouter(CustomObjectRouter):
+    group = GROUP
+    version = VERSION
+
     def __init__(
         self,
         api: k8s.ApiClient,
@@ -33,11 +35,14 @@ class IstioRouter:
         *,
         retry_timeout: float = 30.0,
     ):
-        self.namespace = namespace
+        super().__init__(api, namespace, retry_timeout=retry_timeout)
         self.virtual_service = virtual_service
         self.destination_rule = destination_rule
-        self.retry_timeout = retry_timeout
-        self._custom = k8s.CustomObjectsApi(api)
+
+    def route_object(self) -> RouteObject:
+        return RouteObject(
+            GROUP, VERSION, VIRTUAL_SERVICES, "VirtualService", self.namespace, self.virtual_service
+        )
 
     def get_routes(self) -> Routing | None:
         vs = self._read(VIRTUAL_SERVICES, self.virtual_service)
@@ -66,38 +71,6 @@ class IstioRouter:
                 "from what was written (changed by someone else, or by an admission webhook)"
             )
 
-    # --- plumbing ----------------------------------------------------------------------
-
-    def _apply(self, plural: str, desired: dict[str, Any]) -> None:
-        """Create or replace `desired` unless the cluster already holds it."""
-        name = desired["metadata"]["name"]
-
-        def write_if_changed() -> None:
-            current = self._read(plural, name)
-            if current is None:
-                self._call("create_namespaced_custom_object", plural, body=desired)
-            elif not same_routing(desired, current):
-                body = _replacement(current, desired)
-                self._call("replace_namespaced_custom_object", plural, name=name, body=body)
-
-        retrying(write_if_changed, what=f"write {plural}/{name}", timeout=self.retry_timeout)
-
-    def _read(self, plural: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            try:
-                return self._call("get_namespaced_custom_object", plural, name=name)
-            except ApiException as exc:
-                if is_not_found(exc):
-                    return None
-                raise
-
-        return retrying(read, what=f"read {plural}/{name}", timeout=self.retry_timeout)
-
-    def _call(self, method: str, plural: str, **kwargs: Any) -> dict[str, Any]:
-        return getattr(self._custom, method)(
-            GROUP, VERSION, self.namespace, plural, _request_timeout=REQUEST_TIMEOUT, **kwargs
-        )
-
 
 def with_all_subsets(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """The desired DestinationRule, also keeping every subset `current` has."""
@@ -107,25 +80,6 @@ def with_all_subsets(desired: dict[str, Any], current: dict[str, Any]) -> dict[s
     old = (current or {}).get("spec", {}).get("subsets") or []
     subsets.extend(copy.deepcopy(s) for s in old if s.get("name") not in names)
     return merged
-
-
-def _replacement(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The desired object on top of the current metadata (resourceVersion, uid...).
-
-    Annotations are merged: the planner's come from `desired`, all others stay as the
-    server has them now (the lease is renewed while phases write).
-    """
-    body = copy.deepcopy(desired)
-    metadata = copy.deepcopy(current.get("metadata", {}))
-    if "labels" in desired["metadata"]:
-        metadata["labels"] = copy.deepcopy(desired["metadata"]["labels"])
-    wanted = desired["metadata"].get("annotations") or {}
-    notes = metadata.get("annotations") or {}
-    notes.update({k: wanted[k] for k in PLANNER_ANNOTATIONS if k in wanted})
-    if notes:
-        metadata["annotations"] = notes
-    body["metadata"] = metadata
-    return body
 
 
 def _holds(actual: Routing, desired: Routing) -> bool:

@@ -55,7 +55,7 @@ def test_a_healthy_canary_continues_and_explains_itself():
     assert rows[0]["requests"] == 5 * 60  # one minute's requests: the window's whole count
     assert rows[-1]["decision"] == "continue"
     assert len({tuple(r) for r in rows}) == 1  # same columns: one table
-    json.dumps(result.to_dict())
+    json.dumps(rows)  # a table artifact holds them as JSON
 
 
 def test_threshold_failures_in_a_row_roll_back():
@@ -148,14 +148,15 @@ def test_custom_metric_queries_are_rendered_with_checked_values():
                 "name": "queue-depth",
                 "thresholdRange": {"max": 5},
                 "interval": "30s",
-                "query": 'max(my_queue{namespace="{{ namespace }}",pod=~"{{ canary }}-.*"}'
-                "[{{interval}}])",
+                "query": 'max(max_over_time(my_queue{namespace="{{ namespace }}",'
+                'pod=~"{{ canary }}-.*"}[{{interval}}]))',
             }
         ]
     )
     result = analyzer(spec, mesh).check()
     assert result.decision is Decision.CONTINUE
-    assert 'max(my_queue{namespace="default",pod=~"reviews-v2-.*"}[30s])' in mesh.promql()
+    rendered = 'max(max_over_time(my_queue{namespace="default",pod=~"reviews-v2-.*"}[30s]))'
+    assert rendered in mesh.promql()
 
 
 @pytest.mark.parametrize("bad", ['reviews"} or vector(1) #', "Reviews", "a" * 64, ""])

@@ -14,7 +14,7 @@ import pytest
 
 from canary.analysis.analyzer import Analyzer, Decision
 from canary.plan import AnalysisSpec
-from sandbox.scenarios import BASELINE
+from sandbox.mesh.scenarios import BASELINE
 
 
 def _load_bench():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from canary.analysis import Decision
+from canary.analysis.analyzer import Decision
 from canary.plan import AnalysisSpec
 from tests.support.prometheus import require_prometheus
 

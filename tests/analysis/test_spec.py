@@ -16,8 +16,7 @@ from canary.analysis.spec import (
     safe_window,
     template_variables,
 )
-from canary.plan import AnalysisSpec
-from canary.plan_file import PlanError, parse_plan
+from canary.plan import AnalysisSpec, PlanError, parse_plan
 
 PLAN = """\
 service: reviews

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.listener import approval_listener
 from tests.support.slack_stub import BOT_TOKEN, SlackStub
 from tests.support.waiting import wait_until
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -79,32 +73,10 @@ def listener(slack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         **os.environ,
         **slack_env,
         "PREFECT_HOME": str(tmp_path_factory.mktemp("listener-home")),
-        "PYTHONPATH": str(REPO),
     }
-    env.pop("SLACK_APP_TOKEN", None)
     log = tmp_path_factory.mktemp("listener") / "listener.log"
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "canary", "approvals", "serve", "--port", "0"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
-    try:
-        try:
-            line = lines.get(timeout=60)
-        except queue.Empty:
-            line = ""
-        match = re.search(re.escape("http://127.0.0.1:") + r"\d+/slack/events", line)
-        assert match, f"listener did not start: {line!r} {log.read_text()}"
-        yield match[0]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with approval_listener(env, log) as url:
+        yield url
 
 
 @pytest.fixture

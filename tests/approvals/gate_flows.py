@@ -13,49 +13,35 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from canary.approvals.gates import GateContext, GateOutcome, await_gate, gate_already_decided
+from canary.approvals.pause import await_gate
 from canary.approvals.spec import Gate
-from canary.events import EventKind, ReleaseEvent
-from canary.notify import Notifier, current_notifier, notifying
+from canary.approvals.store import GateOutcome, recorded_decision
+from canary.events import EventKind
+from canary.notify import Notifier, notifying
+from canary.plan import plan_from_dict
+from canary.release import Release, emit
+from canary.wiring import reporting_release
+from tests.conftest import _fast_plan_data
 from tests.support.waiting import wait_until
 
 RUN_IDS: dict[str, str] = {}
 PASSED: dict[str, float] = {}
 
 
-def _event(ctx: GateContext, kind: EventKind, phase: str, weight: int | None) -> ReleaseEvent:
-    return ReleaseEvent(
-        release_id=ctx.release_id,
-        service=ctx.service,
-        namespace=ctx.namespace,
-        stable_version=ctx.stable_version,
-        canary_version=ctx.canary_version,
-        kind=kind,
-        phase=phase,
-        canary_weight=weight,
-    )
-
-
 @flow(name="gate-test", persist_result=False)
 def gated(gate: dict[str, Any], release_id: str, initiator: str | None = None) -> Any:
     """step `before` → the gate → step `after`; a refused gate ends Failed with its message."""
     RUN_IDS[release_id] = str(flow_run.get_id())
-    ctx = GateContext(
-        release_id=release_id,
-        service="reviews",
-        stable_version="v1",
-        canary_version="v2",
-        canary_weight=0,
-        initiator=initiator,
-    )
-    notifier = current_notifier()
-    notifier.notify(_event(ctx, EventKind.PHASE_STARTED, "header-route", 0))
-    notifier.notify(_event(ctx, EventKind.PHASE_FINISHED, "header-route", 0))
-    outcome = await_gate(Gate.model_validate(gate), ctx)
-    PASSED[release_id] = time.monotonic()
-    if not outcome.proceed:
-        return Failed(message=outcome.message)
-    notifier.notify(_event(ctx, EventKind.WEIGHT_CHANGED, "step-1", 20))
+    plan = plan_from_dict(_fast_plan_data())  # reviews v1 -> v2
+    release = Release(plan=plan, release_id=release_id, initiator=initiator)
+    with reporting_release(release):  # where a release's events go: run log, Prefect events
+        emit(release, EventKind.PHASE_STARTED, "header-route", canary_weight=0)
+        emit(release, EventKind.PHASE_FINISHED, "header-route", canary_weight=0)
+        outcome = await_gate(Gate.model_validate(gate), release, canary_weight=0)
+        PASSED[release_id] = time.monotonic()
+        if not outcome.proceed:
+            return Failed(message=outcome.message)
+        emit(release, EventKind.WEIGHT_CHANGED, "step-1", canary_weight=20)
     return outcome.model_dump(mode="json")
 
 
@@ -116,4 +102,4 @@ class GatedRun:
         return self.state
 
     def outcome(self) -> GateOutcome | None:
-        return gate_already_decided(self.release_id, self.gate["before"])
+        return recorded_decision(self.release_id, self.gate["before"])

@@ -6,8 +6,8 @@ import re
 
 from prefect.states import Paused
 
-from canary.approvals.gates import paused_gate
 from canary.approvals.inconclusive import analysis_gate, analysis_pause_key, union_of_approvers
+from canary.approvals.pause import paused_gate
 from canary.approvals.spec import Gate
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from canary.approvals.binding import BindingError, sign_binding, verify_binding
-from canary.approvals.gates import GateRequest, paused_gate, refusal
+from canary.approvals.pause import paused_gate
+from canary.approvals.policy import refusal
 from canary.approvals.spec import Approvers
-from canary.events import EventKind, ReleaseEvent
-from canary.plan_file import PlanError, plan_from_dict
+from canary.approvals.store import GateRequest
+from canary.plan import PlanError, plan_from_dict
 from canary.planner import phases
+from canary.slack.buttons import BindingError, sign_binding, verify_binding
 
 BASE: dict[str, Any] = {
     "service": "reviews",
@@ -135,21 +136,3 @@ class _Paused:
 )
 def test_the_gate_of_a_pause_key(key, gate):
     assert paused_gate(_Paused(key)) == gate
-
-
-def test_status_reads_the_console_notifiers_event_lines():
-    from canary.approvals.commands import _EVENT_LINE
-
-    event = ReleaseEvent(
-        release_id="r",
-        service="reviews",
-        namespace="default",
-        stable_version="v1",
-        canary_version="v2",
-        kind=EventKind.WEIGHT_CHANGED,
-        phase="step-1",
-        canary_weight=20,
-        message="shifted",
-    )
-    match = _EVENT_LINE.match(event.summary())
-    assert match and (match["phase"], match["weight"]) == ("step-1", "20")

@@ -29,10 +29,10 @@ class BackgroundRelease:
         self.thread = start_in_thread(self._run)
 
     def _run(self) -> None:
-        box = self.box
-        args = (self.plan, box.kubeconfig, None, box.sandbox.ingress_url, self.release_id)
         try:
-            self.state = canary_release(*args, return_state=True)
+            self.state = canary_release(
+                self.plan, self.box.target, self.release_id, return_state=True
+            )
         except BaseException as exc:  # the test reports it
             self.error = exc
 

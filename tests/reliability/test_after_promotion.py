@@ -6,18 +6,17 @@ from typing import Any
 
 import pytest
 
-from canary.recorded import STABLE_MANIFEST_ANNOTATION, recorded_stable
+from canary.release import Release
+from canary.rollback import RollbackImpossible
+from canary.stable_record import STABLE_MANIFEST_ANNOTATION, recorded_stable
 from tasks import phases
-from tasks.context import ReleaseContext
 from tests.reliability.helpers import RoutingSampler, assert_all_on_stable
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
 
-def promoted_and_cleaned_up(box: Any, plan: Any) -> ReleaseContext:
-    ctx = ReleaseContext(
-        plan=plan, release_id="r-late", kubeconfig=box.kubeconfig, mesh_url=box.sandbox.ingress_url
-    )
+def promoted_and_cleaned_up(box: Any, plan: Any) -> Release:
+    ctx = Release(plan=plan, release_id="r-late", target=box.target)
     for phase in (phases.isolate, phases.deploy, phases.promote, phases.cleanup):
         phase(ctx)
     assert box.get("deployments", "reviews-v1") is None
@@ -44,7 +43,7 @@ def test_recreate_brings_stable_back_from_its_recorded_manifest(start_sandbox, f
 def test_recreate_scales_a_stable_that_cleanup_scaled_to_zero(start_sandbox, fast_plan):
     box = start_sandbox("healthy")
     plan = fast_plan(rollback={"afterPromotion": "recreate"}, cleanup={"action": "scaleToZero"})
-    ctx = ReleaseContext(plan=plan, release_id="r-zero", kubeconfig=box.kubeconfig)
+    ctx = Release(plan=plan, release_id="r-zero", target=box.target)
     for phase in (phases.isolate, phases.deploy, phases.promote, phases.cleanup):
         phase(ctx)
     assert box.get("deployments", "reviews-v1")["spec"]["replicas"] == 0
@@ -60,7 +59,7 @@ def test_hold_leaves_traffic_on_the_canary(start_sandbox, fast_plan):
     plan = fast_plan(rollback={"afterPromotion": "hold"})
     ctx = promoted_and_cleaned_up(box, plan)
 
-    with pytest.raises(phases.RollbackImpossible, match="afterPromotion: hold"):
+    with pytest.raises(RollbackImpossible, match="afterPromotion: hold"):
         phases.rollback(ctx, "after cleanup")
 
     vs = box.get("virtualservices", "reviews")

@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from canary.notify import notifying
-from canary.notify.slack import SlackNotifier, slack_client
 from canary.planner import canary_weight, managed_route_names
+from canary.slack.api import slack_client
+from canary.slack.thread import SlackNotifier
 from flows.canary_release import ReleaseRolledBack
 from sandbox.prometheus import PrometheusServer
 from tests.reliability.helpers import BackgroundRelease, RoutingSampler, assert_all_on_stable
@@ -119,7 +120,7 @@ def test_releases_under_chaos_end_and_never_strand_traffic(
 ):
     """All seeds of a fault at once, each release on its own sandbox (they mostly wait)."""
     if fault.short_api_timeout:  # a stall then outlasts the client, as a real timeout does
-        for module in ("canary.cluster", "canary.routing.istio", "canary.lease"):
+        for module in ("canary.cluster", "canary.routing.custom_objects", "canary.lease"):
             monkeypatch.setattr(f"{module}.REQUEST_TIMEOUT", (0.5, 1.0))
     with fault_setup(fault) as slack:
         trials = [new_trial(fault, seed, start_sandbox, fast_plan, slack) for seed in SEEDS]

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canary.cluster import api_client, is_transient
 from sandbox.chaos import Chaos, ChaosSpec
-from sandbox.server import Sandbox
+from sandbox.emulated import Sandbox
 from tests.support.waiting import wait_until
 
 

@@ -12,7 +12,7 @@ import pytest
 from canary.cli import main
 from canary.lease import IDENTITY, LEASE, LEASE_EXPIRES, LEASE_HOLDER, annotations_of, rfc3339
 from canary.planner import canary_weight, phase_named, routing_for, same_routing
-from canary.routing.istio import _replacement
+from canary.routing.custom_objects import replacement as _replacement
 from tests.reliability.helpers import BackgroundRelease, write_plan
 from tests.support.waiting import wait_until
 

@@ -21,21 +21,21 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from canary.cluster import api_client
+from canary.identity import release_key
 from canary.lease import (
     IDENTITY,
     LEASE,
     OUTCOME,
-    VirtualServiceLease,
+    RouteLease,
     annotations_of,
-    identity_of,
     lease_of,
 )
-from canary.pending import with_canary
-from canary.plan_file import plan_from_dict
-from canary.plan_source import CONFIGS_ENV
+from canary.plan import plan_from_dict
+from canary.plan.configs import CONFIGS_ENV
+from canary.plan.versions import with_canary
 from canary.planner import PHASE_ANNOTATION
+from canary.recovery import release_from_parameters, roll_back_stopped_run
 from flows.deployed import lock_name
-from tasks.recovery import context_from_parameters, roll_back_stopped_run
 from tests.reliability.helpers import assert_all_on_stable, write_plan
 from tests.support.waiting import wait_until
 
@@ -59,27 +59,41 @@ def configs(monkeypatch, tmp_path: Path, plan_data) -> Path:
     return directory
 
 
-def test_an_inline_plan_is_the_context(plan_data):
-    run = stopped_run(plan=plan_data(), kubeconfig="kc", context="kind", mesh_url="http://127.0.0.1:9080")
+def test_an_inline_plan_is_the_release(plan_data):
+    run = stopped_run(
+        plan=plan_data(), kubeconfig="kc", context="kind", mesh_url="http://127.0.0.1:9080"
+    )
 
-    ctx = context_from_parameters(run)
+    release = release_from_parameters(run)
 
-    assert ctx.plan == plan_from_dict(plan_data())
-    assert ctx.release_id == str(run.id)
-    assert (ctx.kubeconfig, ctx.kube_context, ctx.mesh_url) == ("kc", "kind", "http://127.0.0.1:9080")
+    assert release.plan == plan_from_dict(plan_data())
+    assert release.release_id == str(run.id)
+    target = release.target
+    assert (target.kubeconfig, target.kube_context, target.mesh_url) == (
+        "kc",
+        "kind",
+        "http://127.0.0.1:9080",
+    )
+
+
+def test_the_target_of_an_inline_release_run_is_rebuilt(plan_data):
+    target = {"kubeconfig": "kc", "kube_context": "kind", "mesh_url": None}
+    release = release_from_parameters(stopped_run(plan=plan_data(), target=target))
+
+    assert (release.target.kubeconfig, release.target.kube_context) == ("kc", "kind")
 
 
 def test_a_plan_file_is_read_from_the_configs_directory(configs, plan_data):
-    ctx = context_from_parameters(stopped_run(plan="reviews.yaml"))
+    ctx = release_from_parameters(stopped_run(plan="reviews.yaml"))
 
     assert ctx.plan == plan_from_dict(plan_data())
 
 
 def test_the_version_and_image_overrides_are_the_release(configs):
-    ctx = context_from_parameters(stopped_run(plan="reviews.yaml", version="v3", image=V3))
+    ctx = release_from_parameters(stopped_run(plan="reviews.yaml", version="v3", image=V3))
 
     assert (ctx.plan.canary.version, ctx.plan.canary.image) == ("v3", V3)
-    assert identity_of(ctx.plan) == "default/reviews/v3"
+    assert release_key(ctx.plan) == "default/reviews/v3"
 
 
 @pytest.mark.parametrize(
@@ -92,11 +106,11 @@ def test_the_version_and_image_overrides_are_the_release(configs):
     ],
     ids=["outside the configs directory", "no such file", "no image", "invalid inline plan"],
 )
-def test_a_plan_that_cannot_be_rebuilt_is_no_context(configs, plan_data, caplog, parameters, why):
+def test_a_plan_that_cannot_be_rebuilt_is_no_release(configs, plan_data, caplog, parameters, why):
     write_plan(configs.parent / "elsewhere.yaml", plan_data())
-    caplog.set_level(logging.WARNING, logger="tasks.recovery")
+    caplog.set_level(logging.WARNING, logger="canary.recovery")
 
-    assert context_from_parameters(stopped_run(**parameters)) is None
+    assert release_from_parameters(stopped_run(**parameters)) is None
     assert why in caplog.text
 
 
@@ -106,9 +120,9 @@ def test_a_hook_whose_plan_names_another_release_leaves_it_alone(
     box = start_sandbox("healthy")
     run = stopped_run(plan="reviews.yaml", version="v3", image=V3, kubeconfig=box.kubeconfig)
     # The run took the service for v2: its plan file said v2 then, it says v3 now.
-    lease = VirtualServiceLease(api_client(box.kubeconfig), plan_from_dict(plan_data()), ttl=30)
+    lease = RouteLease(api_client(box.kubeconfig), plan_from_dict(plan_data()), ttl=30)
     lease.acquire("release-1", str(run.id))
-    caplog.set_level(logging.WARNING, logger="tasks.recovery")
+    caplog.set_level(logging.WARNING, logger="canary.recovery")
 
     roll_back_stopped_run(None, run, SimpleNamespace(name="Crashed", message=None))
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from canary.lease import LEASE, LEASE_HOLDER, OUTCOME, annotations_of
-from canary.plan_file import plan_from_dict
+from canary.plan import plan_from_dict
 from canary.planner import PHASE_ANNOTATION, RELEASE_ANNOTATION
 from tests.reliability.helpers import WeightSampler, write_plan
 from tests.support.waiting import wait_until
@@ -71,7 +71,7 @@ def test_a_killed_release_resumes_at_its_step(start_sandbox, plan_data, run_env,
     with WeightSampler(box, plan) as sampler:
         second = subprocess.run(
             canary_run(path, box), env=run_env, capture_output=True, text=True,
-            timeout=120,
+            timeout=600,
         )  # fmt: skip
 
     output = second.stdout + second.stderr

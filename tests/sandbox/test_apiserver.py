@@ -18,7 +18,7 @@ from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from sandbox import bookinfo
-from sandbox.server import Sandbox
+from sandbox.emulated import Sandbox
 from tests.sandbox.conftest import REFERENCE
 from tests.support.waiting import wait_until
 
@@ -31,9 +31,12 @@ def wait_for(check: Callable[[], T], timeout: float = 5.0, what: str = "conditio
 
 
 def vs(name: str, *routes: dict[str, Any], version: str = "v1") -> dict[str, Any]:
-    return {"apiVersion": f"{ISTIO}/{version}", "kind": "VirtualService",
-            "metadata": {"name": name},
-            "spec": {"hosts": [name], "http": [{"route": list(routes)}]}}
+    return {
+        "apiVersion": f"{ISTIO}/{version}",
+        "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {"hosts": [name], "http": [{"route": list(routes)}]},
+    }
 
 
 def dest(subset: str, weight: Any = None, host: str = "reviews") -> dict[str, Any]:
@@ -51,11 +54,13 @@ def create_istio(k8s: client.ApiClient, ns: str, obj: dict[str, Any]) -> dict[st
     version = obj["apiVersion"].split("/")[1]
     plural = obj["kind"].lower() + "s"
     return client.CustomObjectsApi(k8s).create_namespaced_custom_object(
-        ISTIO, version, ns, plural, obj)
+        ISTIO, version, ns, plural, obj
+    )
 
 
-def deployment(name: str, version: str = "v1", replicas: int = 1, app: str = "demo"
-               ) -> dict[str, Any]:
+def deployment(
+    name: str, version: str = "v1", replicas: int = 1, app: str = "demo"
+) -> dict[str, Any]:
     obj = bookinfo.deployment(app, "ignored", version, replicas)
     obj["metadata"] = {"name": name, "labels": {"app": app, "version": version}}
     return obj
@@ -84,12 +89,18 @@ def test_every_reference_bookinfo_object_is_accepted(k8s, namespace, filename):
         assert made["metadata"]["namespace"] == namespace
 
 
-@pytest.mark.parametrize(("route", "field", "words"), [
-    (dest("v1", "80"), "spec.http[0].route[0].weight", "must be of type integer"),
-    (dest("v1") | {"foo": 1}, "spec.http[0].route[0].foo", "field not declared in schema"),
-    ({"destination": {"subset": "v1"}}, "spec.http[0].route[0].destination.host",
-     "Required value"),
-])
+@pytest.mark.parametrize(
+    ("route", "field", "words"),
+    [
+        (dest("v1", "80"), "spec.http[0].route[0].weight", "must be of type integer"),
+        (dest("v1") | {"foo": 1}, "spec.http[0].route[0].foo", "field not declared in schema"),
+        (
+            {"destination": {"subset": "v1"}},
+            "spec.http[0].route[0].destination.host",
+            "Required value",
+        ),
+    ],
+)
 def test_invalid_virtual_service_is_refused_with_422(k8s, namespace, route, field, words):
     with pytest.raises(ApiException) as caught:
         create_istio(k8s, namespace, vs("reviews", route))
@@ -104,9 +115,10 @@ def test_invalid_virtual_service_is_refused_with_422(k8s, namespace, route, fiel
 def test_string_weight_message_reads_like_the_api_server(k8s, namespace):
     with pytest.raises(ApiException) as caught:
         create_istio(k8s, namespace, vs("reviews", dest("v1", "string")))
-    assert ('spec.http[0].route[0].weight: Invalid value: "string": '
-            "spec.http[0].route[0].weight in body must be of type integer") \
-        in status_of(caught.value)["message"]
+    assert (
+        'spec.http[0].route[0].weight: Invalid value: "string": '
+        "spec.http[0].route[0].weight in body must be of type integer"
+    ) in status_of(caught.value)["message"]
 
 
 def test_invalid_deployment_is_refused_with_422(k8s, namespace):
@@ -124,8 +136,9 @@ def test_invalid_deployment_is_refused_with_422(k8s, namespace):
 
 def post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
     """A POST the typed client would refuse to send (it validates bodies itself)."""
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
     return caught.value.code, json.loads(caught.value.read())
@@ -134,16 +147,18 @@ def post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
 def test_wrong_json_type_on_a_builtin_is_a_400(sandbox, namespace):
     bad = deployment("demo-v1")
     bad["spec"]["replicas"] = "three"
-    code, body = post_raw(f"{sandbox.api_url}/apis/apps/v1/namespaces/{namespace}/deployments",
-                          json.dumps(bad).encode())
+    code, body = post_raw(
+        f"{sandbox.api_url}/apis/apps/v1/namespaces/{namespace}/deployments",
+        json.dumps(bad).encode(),
+    )
     assert code == 400 and body["reason"] == "BadRequest"
     assert "spec.replicas" in body["message"]
 
 
 def test_malformed_json_is_a_400(sandbox, namespace):
     code, body = post_raw(
-        f"{sandbox.api_url}/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices",
-        b"{not json")
+        f"{sandbox.api_url}/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices", b"{not json"
+    )
     assert code == 400
     assert body["kind"] == "Status" and body["reason"] == "BadRequest"
 
@@ -164,15 +179,18 @@ def test_stale_replace_is_409_conflict_and_unconditional_replace_is_allowed(k8s,
     first = create_istio(k8s, namespace, vs("reviews", dest("v1")))
     stale = json.loads(json.dumps(first))
     first["spec"]["http"][0]["route"] = [dest("v1", 90), dest("v2", 10)]
-    api.replace_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices", "reviews",
-                                         first)
+    api.replace_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices", "reviews", first
+    )
     with pytest.raises(ApiException) as caught:
-        api.replace_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                             "reviews", stale)
+        api.replace_namespaced_custom_object(
+            ISTIO, "v1", namespace, "virtualservices", "reviews", stale
+        )
     assert caught.value.status == 409 and status_of(caught.value)["reason"] == "Conflict"
     del stale["metadata"]["resourceVersion"]
-    replaced = api.replace_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                                    "reviews", stale)
+    replaced = api.replace_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices", "reviews", stale
+    )
     assert replaced["spec"]["http"][0]["route"] == [dest("v1")]
 
 
@@ -181,9 +199,11 @@ def test_missing_objects_are_404(k8s, namespace):
         lambda: client.AppsV1Api(k8s).read_namespaced_deployment("nope", namespace),
         lambda: client.CoreV1Api(k8s).read_namespaced_service("nope", namespace),
         lambda: client.CustomObjectsApi(k8s).get_namespaced_custom_object(
-            ISTIO, "v1beta1", namespace, "destinationrules", "nope"),
+            ISTIO, "v1beta1", namespace, "destinationrules", "nope"
+        ),
         lambda: client.CustomObjectsApi(k8s).delete_namespaced_custom_object(
-            ISTIO, "v1", namespace, "virtualservices", "nope"),
+            ISTIO, "v1", namespace, "virtualservices", "nope"
+        ),
     ):
         with pytest.raises(ApiException) as caught:
             call()
@@ -206,18 +226,23 @@ def test_istio_versions_are_views_of_one_object(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
     created = create_istio(k8s, namespace, vs("reviews", dest("v1"), version="v1alpha3"))
     assert created["apiVersion"] == f"{ISTIO}/v1alpha3"
-    views = {v: api.get_namespaced_custom_object(ISTIO, v, namespace, "virtualservices",
-                                                 "reviews")
-             for v in ("v1", "v1beta1", "v1alpha3")}
+    views = {
+        v: api.get_namespaced_custom_object(ISTIO, v, namespace, "virtualservices", "reviews")
+        for v in ("v1", "v1beta1", "v1alpha3")
+    }
     for version, view in views.items():
         assert view["apiVersion"] == f"{ISTIO}/{version}"
         assert view["metadata"] == created["metadata"]
         assert view["spec"] == created["spec"]
     patched = api.patch_namespaced_custom_object(
-        ISTIO, "v1beta1", namespace, "virtualservices", "reviews",
-        {"spec": {"http": [{"route": [dest("v2")]}]}})
-    again = api.get_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                             "reviews")
+        ISTIO,
+        "v1beta1",
+        namespace,
+        "virtualservices",
+        "reviews",
+        {"spec": {"http": [{"route": [dest("v2")]}]}},
+    )
+    again = api.get_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices", "reviews")
     assert again["spec"] == patched["spec"]
     assert again["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
     listed = api.list_namespaced_custom_object(ISTIO, "v1alpha3", namespace, "virtualservices")
@@ -228,8 +253,8 @@ def test_istio_versions_are_views_of_one_object(k8s, namespace):
 def test_body_api_version_must_match_the_url(k8s, namespace):
     with pytest.raises(ApiException) as caught:
         client.CustomObjectsApi(k8s).create_namespaced_custom_object(
-            ISTIO, "v1", namespace, "virtualservices", vs("reviews", dest("v1"),
-                                                          version="v1alpha3"))
+            ISTIO, "v1", namespace, "virtualservices", vs("reviews", dest("v1"), version="v1alpha3")
+        )
     assert caught.value.status == 400
 
 
@@ -242,8 +267,9 @@ def test_metadata_uid_generation_and_resource_version(k8s, namespace):
     assert meta.creation_timestamp is not None and meta.creation_timestamp.tzinfo is not None
     assert made.spec.replicas == 1 and made.spec.strategy.type == "RollingUpdate"  # defaults
 
-    labelled = apps.patch_namespaced_deployment("demo-v1", namespace,
-                                                {"metadata": {"labels": {"team": "books"}}})
+    labelled = apps.patch_namespaced_deployment(
+        "demo-v1", namespace, {"metadata": {"labels": {"team": "books"}}}
+    )
     assert labelled.metadata.generation == 1  # metadata-only change
     assert int(labelled.metadata.resource_version) > int(meta.resource_version)
 
@@ -254,8 +280,14 @@ def test_metadata_uid_generation_and_resource_version(k8s, namespace):
 
     # Status written by the controller never bumps the generation; status sent on the main
     # resource is ignored.
-    done = wait_for(lambda: (d := apps.read_namespaced_deployment("demo-v1", namespace))
-                    .status.observed_generation == 2 and d, what="observedGeneration 2")
+    done = wait_for(
+        lambda: (
+            (d := apps.read_namespaced_deployment("demo-v1", namespace)).status.observed_generation
+            == 2
+            and d
+        ),
+        what="observedGeneration 2",
+    )
     assert done.metadata.generation == 2
     body = done.to_dict(serialize=True)
     body["status"]["observedGeneration"] = 99
@@ -266,8 +298,9 @@ def test_metadata_uid_generation_and_resource_version(k8s, namespace):
 def test_noop_update_keeps_the_resource_version(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
     made = create_istio(k8s, namespace, vs("reviews", dest("v1")))
-    same = api.replace_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                                "reviews", made)
+    same = api.replace_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices", "reviews", made
+    )
     assert same["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"]
     assert same["metadata"]["generation"] == 1
 
@@ -276,8 +309,9 @@ def test_status_subresource_only_writes_status(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
     made = create_istio(k8s, namespace, vs("reviews", dest("v1")))
     body = dict(made, status={"observedGeneration": 1}, spec={"hosts": ["changed"]})
-    out = api.replace_namespaced_custom_object_status(ISTIO, "v1", namespace, "virtualservices",
-                                                      "reviews", body)
+    out = api.replace_namespaced_custom_object_status(
+        ISTIO, "v1", namespace, "virtualservices", "reviews", body
+    )
     assert out["status"] == {"observedGeneration": 1}
     assert out["spec"] == made["spec"] and out["metadata"]["generation"] == 1
 
@@ -287,8 +321,13 @@ def test_merge_patch_and_json_patch_on_custom_objects(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
     create_istio(k8s, namespace, vs("reviews", dest("v1")))
     merged = api.patch_namespaced_custom_object(
-        ISTIO, "v1", namespace, "virtualservices", "reviews",
-        {"metadata": {"labels": {"canary": "reviews-v2"}}, "spec": {"gateways": None}})
+        ISTIO,
+        "v1",
+        namespace,
+        "virtualservices",
+        "reviews",
+        {"metadata": {"labels": {"canary": "reviews-v2"}}, "spec": {"gateways": None}},
+    )
     assert merged["metadata"]["labels"] == {"canary": "reviews-v2"}
     ops = [
         {"op": "test", "path": "/spec/http/0/route/0/destination/subset", "value": "v1"},
@@ -299,8 +338,14 @@ def test_merge_patch_and_json_patch_on_custom_objects(k8s, namespace):
         {"op": "remove", "path": "/metadata/labels/canary"},
     ]
     patched = api.patch_namespaced_custom_object(
-        ISTIO, "v1", namespace, "virtualservices", "reviews", ops,
-        _content_type="application/json-patch+json")
+        ISTIO,
+        "v1",
+        namespace,
+        "virtualservices",
+        "reviews",
+        ops,
+        _content_type="application/json-patch+json",
+    )
     assert patched["spec"]["http"][0]["route"] == [dest("v1", 90), dest("v2", 10)]
     assert patched["spec"]["hosts"] == ["reviews", "reviews.default.svc"]
     assert patched["metadata"].get("labels") == {}
@@ -308,34 +353,66 @@ def test_merge_patch_and_json_patch_on_custom_objects(k8s, namespace):
 
     with pytest.raises(ApiException) as caught:  # a failed test op changes nothing
         api.patch_namespaced_custom_object(
-            ISTIO, "v1", namespace, "virtualservices", "reviews",
-            [{"op": "test", "path": "/spec/hosts/0", "value": "ratings"},
-             {"op": "remove", "path": "/spec/hosts"}],
-            _content_type="application/json-patch+json")
+            ISTIO,
+            "v1",
+            namespace,
+            "virtualservices",
+            "reviews",
+            [
+                {"op": "test", "path": "/spec/hosts/0", "value": "ratings"},
+                {"op": "remove", "path": "/spec/hosts"},
+            ],
+            _content_type="application/json-patch+json",
+        )
     assert caught.value.status == 422
     with pytest.raises(ApiException) as caught:  # a patch producing an invalid object
         api.patch_namespaced_custom_object(
-            ISTIO, "v1", namespace, "virtualservices", "reviews",
+            ISTIO,
+            "v1",
+            namespace,
+            "virtualservices",
+            "reviews",
             [{"op": "replace", "path": "/spec/http/0/route/0/weight", "value": "90"}],
-            _content_type="application/json-patch+json")
+            _content_type="application/json-patch+json",
+        )
     assert caught.value.status == 422
-    unchanged = api.get_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                                 "reviews")
+    unchanged = api.get_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices", "reviews"
+    )
     assert unchanged["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as caught:  # a malformed patch: an unknown operation
+        api.patch_namespaced_custom_object(
+            ISTIO,
+            "v1",
+            namespace,
+            "virtualservices",
+            "reviews",
+            [{"op": "jump", "path": "/spec/hosts"}],
+            _content_type="application/json-patch+json",
+        )
+    assert caught.value.status == 400
 
 
 def test_strategic_merge_patch_merges_containers_by_name(k8s, namespace):
     apps = client.AppsV1Api(k8s)
     apps.create_namespaced_deployment(namespace, deployment("demo-v1"))
     # A dict body makes the client send application/strategic-merge-patch+json.
-    patched = apps.patch_namespaced_deployment("demo-v1", namespace, {"spec": {"template": {
-        "spec": {"containers": [{"name": "demo", "image": "example/demo:2"}]}}}})
+    patched = apps.patch_namespaced_deployment(
+        "demo-v1",
+        namespace,
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "demo", "image": "example/demo:2"}]}}
+            }
+        },
+    )
     container = patched.spec.template.spec.containers[0]
     assert container.image == "example/demo:2"
     assert container.ports[0].container_port == bookinfo.PORT  # kept: merged by name
     # A list body is a JSON patch.
-    scaled = apps.patch_namespaced_deployment("demo-v1", namespace, [
-        {"op": "replace", "path": "/spec/replicas", "value": 0}])
+    scaled = apps.patch_namespaced_deployment(
+        "demo-v1", namespace, [{"op": "replace", "path": "/spec/replicas", "value": 0}]
+    )
     assert scaled.spec.replicas == 0
 
 
@@ -343,10 +420,14 @@ def test_strategic_merge_patch_is_refused_on_custom_objects(sandbox, namespace, 
     create_istio(k8s, namespace, vs("reviews", dest("v1")))
     url = f"{sandbox.api_url}/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices/reviews"
     request = urllib.request.Request(
-        url, data=b'{"spec":{}}', method="PATCH",
-        headers={"Content-Type": "application/strategic-merge-patch+json"})
+        url,
+        data=b'{"spec":{}}',
+        method="PATCH",
+        headers={"Content-Type": "application/strategic-merge-patch+json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
+    caught.value.close()  # the error holds the answer's connection
     assert caught.value.code == 415
 
 
@@ -361,11 +442,13 @@ def test_scale_subresource(k8s, namespace):
 
 def test_dry_run_writes_nothing(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
-    out = api.create_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices",
-                                              vs("reviews", dest("v1")), dry_run="All")
+    out = api.create_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices", vs("reviews", dest("v1")), dry_run="All"
+    )
     assert out["metadata"]["name"] == "reviews"
-    assert api.list_namespaced_custom_object(ISTIO, "v1", namespace,
-                                             "virtualservices")["items"] == []
+    assert (
+        api.list_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices")["items"] == []
+    )
 
 
 # ----------------------------------------------------------- list, selectors
@@ -385,8 +468,10 @@ def test_label_and_field_selectors(k8s, namespace):
     assert names(label_selector="app,!team") == {"demo-v1", "demo-v2"}
     assert names(label_selector="team") == set()
     assert names(field_selector="metadata.name=demo-v1") == {"demo-v1"}
-    pods = wait_for(lambda: core.list_namespaced_pod(
-        namespace, label_selector="app=demo,version=v2").items, what="a v2 pod")
+    pods = wait_for(
+        lambda: core.list_namespaced_pod(namespace, label_selector="app=demo,version=v2").items,
+        what="a v2 pod",
+    )
     assert {p.metadata.labels["version"] for p in pods} == {"v2"}
     with pytest.raises(ApiException) as caught:
         apps.list_namespaced_deployment(namespace, label_selector="version in (v1")
@@ -399,24 +484,37 @@ def test_list_across_namespaces_and_bookinfo_preload(k8s):
     assert preloaded == {"details-v1", "ratings-v1", "reviews-v1", "productpage-v1"}
     services = core.list_namespaced_service("default").items
     assert {s.metadata.name: (s.spec.ports[0].port, s.spec.selector) for s in services} == {
-        n: (9080, {"app": n}) for n in ("details", "ratings", "reviews", "productpage")}
+        n: (9080, {"app": n}) for n in ("details", "ratings", "reviews", "productpage")
+    }
     everywhere = apps.list_deployment_for_all_namespaces()
     assert preloaded <= {d.metadata.name for d in everywhere.items}
-    assert client.CustomObjectsApi(k8s).list_namespaced_custom_object(
-        ISTIO, "v1", "default", "virtualservices")["items"] == []
+    assert (
+        client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+            ISTIO, "v1", "default", "virtualservices"
+        )["items"]
+        == []
+    )
 
 
 # -------------------------------------------------------------------- watch
 def test_watch_delivers_added_modified_deleted(k8s, namespace):
     api = client.CustomObjectsApi(k8s)
-    start_rv = api.list_namespaced_custom_object(
-        ISTIO, "v1", namespace, "virtualservices")["metadata"]["resourceVersion"]
+    start_rv = api.list_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices")[
+        "metadata"
+    ]["resourceVersion"]
     events: list[tuple[str, str, str]] = []
     w = watch.Watch()
 
     def consume() -> None:
-        for event in w.stream(api.list_namespaced_custom_object, ISTIO, "v1beta1", namespace,
-                              "virtualservices", resource_version=start_rv, timeout_seconds=5):
+        for event in w.stream(
+            api.list_namespaced_custom_object,
+            ISTIO,
+            "v1beta1",
+            namespace,
+            "virtualservices",
+            resource_version=start_rv,
+            timeout_seconds=5,
+        ):
             obj = event["object"]
             events.append((event["type"], obj["metadata"]["name"], obj["apiVersion"]))
             if event["type"] == "DELETED":
@@ -425,27 +523,36 @@ def test_watch_delivers_added_modified_deleted(k8s, namespace):
     reader = threading.Thread(target=consume)
     reader.start()
     create_istio(k8s, namespace, vs("reviews", dest("v1")))
-    api.patch_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices", "reviews",
-                                       {"spec": {"hosts": ["reviews", "reviews.x"]}})
+    api.patch_namespaced_custom_object(
+        ISTIO,
+        "v1",
+        namespace,
+        "virtualservices",
+        "reviews",
+        {"spec": {"hosts": ["reviews", "reviews.x"]}},
+    )
     api.delete_namespaced_custom_object(ISTIO, "v1", namespace, "virtualservices", "reviews")
     reader.join(timeout=10)
     assert not reader.is_alive()
-    assert events == [(t, "reviews", f"{ISTIO}/v1beta1")
-                      for t in ("ADDED", "MODIFIED", "DELETED")]
+    assert events == [(t, "reviews", f"{ISTIO}/v1beta1") for t in ("ADDED", "MODIFIED", "DELETED")]
 
 
 def test_watch_without_resource_version_starts_with_current_objects(k8s, namespace):
     apps = client.AppsV1Api(k8s)
     apps.create_namespaced_deployment(namespace, deployment("demo-v1"))
-    first = next(iter(watch.Watch().stream(apps.list_namespaced_deployment, namespace,
-                                           timeout_seconds=2)))
+    first = next(
+        iter(watch.Watch().stream(apps.list_namespaced_deployment, namespace, timeout_seconds=2))
+    )
     assert first["type"] == "ADDED" and first["object"].metadata.name == "demo-v1"
 
 
 def test_watch_timeout_ends_the_stream(k8s, namespace):
     began = time.monotonic()
-    seen = list(watch.Watch().stream(client.CoreV1Api(k8s).list_namespaced_service, namespace,
-                                     timeout_seconds=1))
+    seen = list(
+        watch.Watch().stream(
+            client.CoreV1Api(k8s).list_namespaced_service, namespace, timeout_seconds=1
+        )
+    )
     assert seen == [] and 0.9 <= time.monotonic() - began < 5
 
 
@@ -466,8 +573,15 @@ def test_pods_follow_the_deployment(k8s, namespace):
     assert {p.status.phase for p in ready} == {"Running"}
     apps.patch_namespaced_deployment_scale("demo-v1", namespace, {"spec": {"replicas": 0}})
     wait_for(lambda: pods() == [], what="pods gone after scale to 0")
-    dep = wait_for(lambda: (d := apps.read_namespaced_deployment_status("demo-v1", namespace))
-                   .status.observed_generation == d.metadata.generation and d)
+    dep = wait_for(
+        lambda: (
+            (
+                d := apps.read_namespaced_deployment_status("demo-v1", namespace)
+            ).status.observed_generation
+            == d.metadata.generation
+            and d
+        )
+    )
     assert not dep.status.replicas and not dep.status.ready_replicas
     assert apps.delete_namespaced_deployment("demo-v1", namespace)["status"] == "Success"
 
@@ -485,18 +599,32 @@ def test_readiness_appears_after_the_startup_delay(make_sandbox):
     apps = client.AppsV1Api(api)
     began = time.monotonic()
     apps.create_namespaced_deployment("default", deployment("demo-v2", "v2", replicas=2))
-    progressing = wait_for(lambda: (d := apps.read_namespaced_deployment("demo-v2", "default"))
-                           .status.updated_replicas == 2 and d, what="pods created")
+    progressing = wait_for(
+        lambda: (
+            (d := apps.read_namespaced_deployment("demo-v2", "default")).status.updated_replicas
+            == 2
+            and d
+        ),
+        what="pods created",
+    )
     assert time.monotonic() - began < 0.5  # the controller reacts at once ...
     assert not progressing.status.ready_replicas  # ... but readiness waits for the delay
     assert _conditions(progressing)["Available"] == ("False", "MinimumReplicasUnavailable")
     assert _conditions(progressing)["Progressing"] == ("True", "ReplicaSetUpdated")
-    done = wait_for(lambda: (d := apps.read_namespaced_deployment("demo-v2", "default"))
-                    .status.ready_replicas == 2 and d, timeout=5, what="2 ready replicas")
+    done = wait_for(
+        lambda: (
+            (d := apps.read_namespaced_deployment("demo-v2", "default")).status.ready_replicas == 2
+            and d
+        ),
+        timeout=5,
+        what="2 ready replicas",
+    )
     assert time.monotonic() - began >= 0.6
     assert done.status.available_replicas == 2 and done.status.observed_generation == 1
-    assert _conditions(done) == {"Available": ("True", "MinimumReplicasAvailable"),
-                                 "Progressing": ("True", "NewReplicaSetAvailable")}
+    assert _conditions(done) == {
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("True", "NewReplicaSetAvailable"),
+    }
 
 
 def test_never_ready_version_stays_unready(make_sandbox):
@@ -505,8 +633,10 @@ def test_never_ready_version_stays_unready(make_sandbox):
     apps.create_namespaced_deployment("default", deployment("demo-v2", "v2"))
     apps.create_namespaced_deployment("default", deployment("demo-v1", "v1"))
     # v1 was created after v2 with the same delay: once v1 is ready, v2 would be too.
-    wait_for(lambda: apps.read_namespaced_deployment("demo-v1", "default")
-             .status.ready_replicas == 1, what="v1 ready")
+    wait_for(
+        lambda: apps.read_namespaced_deployment("demo-v1", "default").status.ready_replicas == 1,
+        what="v1 ready",
+    )
     v2 = apps.read_namespaced_deployment("demo-v2", "default")
     assert not v2.status.ready_replicas and v2.status.unavailable_replicas == 1
     assert _conditions(v2)["Available"] == ("False", "MinimumReplicasUnavailable")
@@ -519,48 +649,75 @@ def test_template_change_rolls_and_keeps_old_pods_until_new_are_ready(make_sandb
     _box, api = make_sandbox("healthy", preload=False, startup_delay_s=0.3)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     apps.create_namespaced_deployment("default", deployment("demo-v1"))
-    wait_for(lambda: apps.read_namespaced_deployment("demo-v1", "default")
-             .status.ready_replicas == 1)
-    apps.patch_namespaced_deployment("demo-v1", "default", {"spec": {"template": {"metadata": {
-        "annotations": {"restartedAt": "now"}}}}})
-    rolling = wait_for(lambda: (d := apps.read_namespaced_deployment("demo-v1", "default"))
-                       .status.observed_generation == 2 and d)
-    assert rolling.status.replicas == 2 and rolling.status.ready_replicas == 1
+    wait_for(
+        lambda: apps.read_namespaced_deployment("demo-v1", "default").status.ready_replicas == 1
+    )
+    patched = apps.patch_namespaced_deployment(
+        "demo-v1",
+        "default",
+        {"spec": {"template": {"metadata": {"annotations": {"restartedAt": "now"}}}}},
+    )
+    # Every status the controller writes, from the patch on: the rollout's middle state
+    # lasts only the start-up delay, which a poll on a busy machine could miss.
+    statuses = watch.Watch().stream(
+        apps.list_namespaced_deployment,
+        "default",
+        field_selector="metadata.name=demo-v1",
+        resource_version=patched.metadata.resource_version,
+        timeout_seconds=30,
+    )
+    rolling = next(
+        event["object"]
+        for event in statuses
+        if (event["object"].status.observed_generation or 0) >= 2
+        and event["object"].status.replicas == 2
+    )
+    assert rolling.status.ready_replicas == 1  # the old pod serves until the new one is ready
     assert rolling.metadata.annotations["deployment.kubernetes.io/revision"] == "2"
-    wait_for(lambda: len(core.list_namespaced_pod("default").items) == 1
-             and apps.read_namespaced_deployment("demo-v1", "default").status.ready_replicas == 1,
-             what="old pod replaced")
+    wait_for(
+        lambda: (
+            len(core.list_namespaced_pod("default").items) == 1
+            and apps.read_namespaced_deployment("demo-v1", "default").status.ready_replicas == 1
+        ),
+        what="old pod replaced",
+    )
 
 
 # ------------------------------------------------------------- observability
 def test_request_log_shows_whether_anything_was_written(sandbox, k8s, namespace):
     sandbox.api.clear_requests()
     client.AppsV1Api(k8s).list_namespaced_deployment(namespace)
-    client.CustomObjectsApi(k8s).list_namespaced_custom_object(ISTIO, "v1", namespace,
-                                                               "virtualservices")
+    client.CustomObjectsApi(k8s).list_namespaced_custom_object(
+        ISTIO, "v1", namespace, "virtualservices"
+    )
     assert sandbox.api.writes() == []
     create_istio(k8s, namespace, vs("reviews", dest("v1")))
     writes = sandbox.api.writes()
     assert [(w.method, w.path, w.status) for w in writes] == [
-        ("POST", f"/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices", 201)]
+        ("POST", f"/apis/{ISTIO}/v1/namespaces/{namespace}/virtualservices", 201)
+    ]
     with urllib.request.urlopen(f"{sandbox.api_url}/debug/requests", timeout=5) as resp:
         logged = json.loads(resp.read())
-    assert {"method": "POST", "status": 201} .items() <= next(
-        r for r in logged if r["method"] == "POST").items()
+    assert {"method": "POST", "status": 201}.items() <= next(
+        r for r in logged if r["method"] == "POST"
+    ).items()
 
 
 def test_discovery_serves_the_dynamic_client(k8s, namespace):
     dynamic = DynamicClient(k8s)
     for version in ("v1", "v1beta1", "v1alpha3"):
-        resource = dynamic.resources.get(api_version=f"{ISTIO}/{version}",
-                                         kind="DestinationRule")
+        resource = dynamic.resources.get(api_version=f"{ISTIO}/{version}", kind="DestinationRule")
         assert resource.namespaced and resource.name == "destinationrules"
     rules = dynamic.resources.get(api_version=f"{ISTIO}/v1", kind="DestinationRule")
-    rules.create(body={"apiVersion": f"{ISTIO}/v1", "kind": "DestinationRule",
-                       "metadata": {"name": "reviews"},
-                       "spec": {"host": "reviews", "subsets": [
-                           {"name": "v1", "labels": {"version": "v1"}}]}},
-                 namespace=namespace)
+    rules.create(
+        body={
+            "apiVersion": f"{ISTIO}/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "reviews"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+        },
+        namespace=namespace,
+    )
     got = rules.get(name="reviews", namespace=namespace)
     assert got.spec.subsets[0].name == "v1"
     deployments = dynamic.resources.get(api_version="apps/v1", kind="Deployment")
@@ -582,8 +739,9 @@ def test_sandbox_urls(sandbox: Sandbox):
     for url in (sandbox.api_url, sandbox.ingress_url, sandbox.metrics_url):
         assert url.startswith("http://127.0.0.1:")
     assert sandbox.metrics_url.endswith("/metrics")
-    with urllib.request.urlopen(sandbox.metrics_url.replace("/metrics", "/debug/split?window=5"),
-                                timeout=5) as resp:
+    with urllib.request.urlopen(
+        sandbox.metrics_url.replace("/metrics", "/debug/split?window=5"), timeout=5
+    ) as resp:
         assert isinstance(json.loads(resp.read()), dict)
 
 
@@ -612,18 +770,33 @@ def test_readiness_history_keeps_when_each_workload_turned_ready(make_sandbox):
     canary = apps.read_namespaced_deployment("reviews-v1", "default").to_dict()
     labels = {**canary["spec"]["template"]["metadata"]["labels"], "version": "v2"}
     created = time.monotonic()
-    apps.create_namespaced_deployment("default", {
-        "metadata": {"name": "reviews-v2", "labels": labels},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": "reviews", "image": "r:v2"}]}}},
-    })
+    apps.create_namespaced_deployment(
+        "default",
+        {
+            "metadata": {"name": "reviews-v2", "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "reviews", "image": "r:v2"}]},
+                },
+            },
+        },
+    )
     v2 = wait_until(lambda: history().get("default/reviews-v2"), 10, message="reviews-v2 ready")
     # The controller's start-up delay (0.5 s) lies between creating it and its turning ready.
     assert created + 0.4 <= v2[0] <= time.monotonic()
     apps.delete_namespaced_deployment("reviews-v2", "default")
-    wait_until(lambda: apps.list_namespaced_deployment("default").items
-               and all(d.metadata.name != "reviews-v2"
-                       for d in apps.list_namespaced_deployment("default").items), 10,
-               message="reviews-v2 gone")
+    wait_until(
+        lambda: (
+            apps.list_namespaced_deployment("default").items
+            and all(
+                d.metadata.name != "reviews-v2"
+                for d in apps.list_namespaced_deployment("default").items
+            )
+        ),
+        10,
+        message="reviews-v2 gone",
+    )
     assert history()["default/reviews-v2"] == v2, "the history forgot a deleted workload"

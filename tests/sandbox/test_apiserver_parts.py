@@ -7,93 +7,127 @@ from dataclasses import dataclass
 import pytest
 
 from sandbox import bookinfo
-from sandbox.apiserver import ApiServer
-from sandbox.controller import ReadinessController, template_hash
-from sandbox.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
-from sandbox.selectors import (
+from sandbox.kube.apiserver import ApiServer
+from sandbox.kube.controller import ReadinessController, template_hash
+from sandbox.kube.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
+from sandbox.kube.selectors import (
     SelectorError,
     field_matches,
     matches,
     parse_field_selector,
     parse_label_selector,
 )
-from sandbox.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore
-from sandbox.validation import parse_duration_ns
+from sandbox.kube.store import AlreadyExists, Conflict, Gone, NotFound, ObjectStore
+from sandbox.kube.validation import parse_duration_ns
 
 
 # ------------------------------------------------------------------ patches
-@pytest.mark.parametrize(("target", "patch", "result"), [  # RFC 7386, appendix A
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-])
+@pytest.mark.parametrize(
+    ("target", "patch", "result"),
+    [  # RFC 7386, appendix A
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ],
+)
 def test_merge_patch_rfc7386_examples(target, patch, result):
     assert merge_patch(target, patch) == result
 
 
 def test_json_patch_operations():
     doc = {"foo": ["bar", "baz"], "a/b": 1, "m~n": 2}
-    out = json_patch(doc, [
-        {"op": "add", "path": "/foo/1", "value": "qux"},
-        {"op": "remove", "path": "/a~1b"},
-        {"op": "replace", "path": "/m~0n", "value": 3},
-        {"op": "move", "from": "/foo/0", "path": "/first"},
-        {"op": "copy", "from": "/first", "path": "/foo/-"},
-        {"op": "test", "path": "/foo", "value": ["qux", "baz", "bar"]},
-    ])
+    out = json_patch(
+        doc,
+        [
+            {"op": "add", "path": "/foo/1", "value": "qux"},
+            {"op": "remove", "path": "/a~1b"},
+            {"op": "replace", "path": "/m~0n", "value": 3},
+            {"op": "move", "from": "/foo/0", "path": "/first"},
+            {"op": "copy", "from": "/first", "path": "/foo/-"},
+            {"op": "test", "path": "/foo", "value": ["qux", "baz", "bar"]},
+        ],
+    )
     assert out == {"foo": ["qux", "baz", "bar"], "m~n": 3, "first": "bar"}
     assert doc == {"foo": ["bar", "baz"], "a/b": 1, "m~n": 2}  # the input is untouched
     assert json_patch(doc, [{"op": "replace", "path": "", "value": {"x": 1}}]) == {"x": 1}
 
 
-@pytest.mark.parametrize(("ops", "error"), [
-    ([{"op": "test", "path": "/a", "value": 2}], PatchError),
-    ([{"op": "remove", "path": "/missing"}], PatchError),
-    ([{"op": "add", "path": "/list/5", "value": 1}], PatchError),
-    ([{"op": "replace", "path": "/nothing", "value": 1}], PatchError),
-    ([{"op": "move", "from": "/obj", "path": "/obj/inner"}], PatchError),
-    ([{"op": "jump", "path": "/a"}], BadPatch),
-    ([{"op": "add", "path": "a", "value": 1}], BadPatch),
-    ({"op": "add"}, BadPatch),
-])
+@pytest.mark.parametrize(
+    ("ops", "error"),
+    [
+        ([{"op": "test", "path": "/a", "value": 2}], PatchError),
+        ([{"op": "remove", "path": "/missing"}], PatchError),
+        ([{"op": "add", "path": "/list/5", "value": 1}], PatchError),
+        ([{"op": "replace", "path": "/nothing", "value": 1}], PatchError),
+        ([{"op": "move", "from": "/obj", "path": "/obj/inner"}], PatchError),
+        ([{"op": "copy", "from": "/nope", "path": "/b"}], PatchError),
+        ([{"op": "add", "path": "/a/b", "value": 1}], PatchError),
+        ([{"op": "jump", "path": "/a"}], BadPatch),
+        ([{"op": "add", "path": "a", "value": 1}], BadPatch),
+        ([{"op": "move", "from": "a", "path": "/b"}], BadPatch),
+        ([{"op": "add", "path": "/b"}], BadPatch),
+        ([{"path": "/b"}], BadPatch),
+        (["add"], BadPatch),
+        ({"op": "add"}, BadPatch),
+    ],
+)
 def test_json_patch_errors(ops, error):
     with pytest.raises(error):
         json_patch({"a": 1, "list": [0], "obj": {}}, ops)
 
 
 def test_strategic_merge_patch_merges_keyed_lists():
-    target = {"containers": [{"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
-                             {"name": "b", "image": "b:1"}],
-              "args": ["x", "y"]}
-    out = strategic_merge_patch(target, {
-        "containers": [{"name": "a", "image": "a:2", "ports": [{"containerPort": 81}]},
-                       {"name": "b", "$patch": "delete"}, {"name": "c", "image": "c:1"}],
-        "args": ["z"]})
-    assert out == {"containers": [
-        {"name": "a", "image": "a:2", "ports": [{"containerPort": 80}, {"containerPort": 81}]},
-        {"name": "c", "image": "c:1"}], "args": ["z"]}
-    replaced = strategic_merge_patch(target, {"containers": [{"name": "z", "image": "z"},
-                                                             {"$patch": "replace"}]})
+    target = {
+        "containers": [
+            {"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
+            {"name": "b", "image": "b:1"},
+        ],
+        "args": ["x", "y"],
+    }
+    out = strategic_merge_patch(
+        target,
+        {
+            "containers": [
+                {"name": "a", "image": "a:2", "ports": [{"containerPort": 81}]},
+                {"name": "b", "$patch": "delete"},
+                {"name": "c", "image": "c:1"},
+            ],
+            "args": ["z"],
+        },
+    )
+    assert out == {
+        "containers": [
+            {"name": "a", "image": "a:2", "ports": [{"containerPort": 80}, {"containerPort": 81}]},
+            {"name": "c", "image": "c:1"},
+        ],
+        "args": ["z"],
+    }
+    replaced = strategic_merge_patch(
+        target, {"containers": [{"name": "z", "image": "z"}, {"$patch": "replace"}]}
+    )
     assert replaced["containers"] == [{"name": "z", "image": "z"}]
 
 
 # ---------------------------------------------------------------- selectors
-@pytest.mark.parametrize(("text", "labels", "expected"), [
-    ("app=reviews", {"app": "reviews"}, True),
-    ("app==reviews,version=v2", {"app": "reviews", "version": "v1"}, False),
-    ("version!=v1", {"app": "reviews"}, True),
-    ("version in (v1,v2)", {"version": "v2"}, True),
-    ("version notin (v1, v2)", {"version": "v2"}, False),
-    ("app,!canary", {"app": "x"}, True),
-    ("!app", {"app": "x"}, False),
-    ("", {}, True),
-])
+@pytest.mark.parametrize(
+    ("text", "labels", "expected"),
+    [
+        ("app=reviews", {"app": "reviews"}, True),
+        ("app==reviews,version=v2", {"app": "reviews", "version": "v1"}, False),
+        ("version!=v1", {"app": "reviews"}, True),
+        ("version in (v1,v2)", {"version": "v2"}, True),
+        ("version notin (v1, v2)", {"version": "v2"}, False),
+        ("app,!canary", {"app": "x"}, True),
+        ("!app", {"app": "x"}, False),
+        ("", {}, True),
+    ],
+)
 def test_label_selectors(text, labels, expected):
     assert matches(parse_label_selector(text), labels) is expected
 
@@ -131,8 +165,9 @@ def test_store_metadata_revisions_and_conflicts():
     assert meta["generation"] == 1 and meta["resourceVersion"] == "1" == str(store.revision())
     with pytest.raises(AlreadyExists):
         store.create("things", _obj("a"))
-    labelled = store.update("things", "ns", "a",
-                            lambda o: o | {"metadata": o["metadata"] | {"labels": {"k": "v"}}})
+    labelled = store.update(
+        "things", "ns", "a", lambda o: o | {"metadata": o["metadata"] | {"labels": {"k": "v"}}}
+    )
     assert labelled["metadata"]["generation"] == 1
     assert labelled["metadata"]["resourceVersion"] == "2"
     changed = store.replace("things", _obj("a", x=2))  # no resourceVersion: unconditional
@@ -221,13 +256,16 @@ def test_controller_readiness_follows_the_scenario_delay(cluster):
     pods = store.list("pods", "default")
     assert len(pods) == 2
     assert pods[0]["metadata"]["labels"]["pod-template-hash"] == template_hash(
-        store.get("deployments", "default", "reviews-v2")["spec"]["template"])
+        store.get("deployments", "default", "reviews-v2")["spec"]["template"]
+    )
     clock.now = 102.0
     assert controller.reconcile() is None
     status = _status(store, "reviews-v2")
     assert status["readyReplicas"] == status["availableReplicas"] == 2
-    assert _conditions(status) == {"Available": ("True", "MinimumReplicasAvailable"),
-                                   "Progressing": ("True", "NewReplicaSetAvailable")}
+    assert _conditions(status) == {
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("True", "NewReplicaSetAvailable"),
+    }
     revision = store.revision()
     controller.reconcile()
     assert store.revision() == revision  # nothing changed: no write
@@ -253,8 +291,10 @@ def test_controller_never_ready_rollout_keeps_the_old_pods(cluster):
     assert status["observedGeneration"] == 2
     clock.now += 601
     controller.reconcile()
-    assert _conditions(_status(store, "reviews-v1"))["Progressing"] == \
-        ("False", "ProgressDeadlineExceeded")
+    assert _conditions(_status(store, "reviews-v1"))["Progressing"] == (
+        "False",
+        "ProgressDeadlineExceeded",
+    )
 
 
 def test_controller_scales_down_and_collects_orphans(cluster):

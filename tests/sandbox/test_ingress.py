@@ -12,13 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.ingress import IngressServer
-from sandbox.istio_metrics import IstioMetrics
+from sandbox.mesh.ingress import IngressServer
+from sandbox.mesh.istio_metrics import IstioMetrics
 from tests.support.mesh_objects import FakeStore, bookinfo_reviews, header_vs, split_vs
 
 
-def get(url: str, host: str, headers: dict[str, str] | None = None
-        ) -> tuple[int, dict[str, str], bytes]:
+def get(
+    url: str, host: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers={"Host": host, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -41,7 +42,8 @@ def ingress(store: FakeStore) -> Iterator[IngressServer]:
 
 
 def test_header_route_sends_jason_to_v2_and_everyone_else_to_v1(
-        store: FakeStore, ingress: IngressServer) -> None:
+    store: FakeStore, ingress: IngressServer
+) -> None:
     store.put("virtualservices", header_vs())
     url = f"{ingress.url}/reviews/0"
 
@@ -57,10 +59,12 @@ def test_header_route_sends_jason_to_v2_and_everyone_else_to_v1(
     assert {k.split()[1] for k in others} == {"reviews-v1"}
 
 
-@pytest.mark.parametrize("host", ["reviews", "reviews.default",
-                                  "reviews.default.svc.cluster.local:9080"])
+@pytest.mark.parametrize(
+    "host", ["reviews", "reviews.default", "reviews.default.svc.cluster.local:9080"]
+)
 def test_body_names_the_workload_and_has_ratings_from_v2(
-        store: FakeStore, ingress: IngressServer, host: str) -> None:
+    store: FakeStore, ingress: IngressServer, host: str
+) -> None:
     store.put("virtualservices", split_vs(0, 100))
     status, headers, body = get(f"{ingress.url}/reviews/7", host)
     data = json.loads(body)
@@ -72,7 +76,8 @@ def test_body_names_the_workload_and_has_ratings_from_v2(
 
 
 def test_v1_has_no_ratings_and_path_names_service_without_host(
-        ingress: IngressServer, store: FakeStore) -> None:
+    ingress: IngressServer, store: FakeStore
+) -> None:
     store.put("virtualservices", split_vs(100, 0))
     host = ingress.url.removeprefix("http://")
     status, _, body = get(f"{ingress.url}/reviews/0", host)
@@ -82,33 +87,51 @@ def test_v1_has_no_ratings_and_path_names_service_without_host(
         assert all("rating" not in r for r in data["reviews"])
 
 
-def test_unready_subset_answers_no_healthy_upstream(store: FakeStore,
-                                                    ingress: IngressServer) -> None:
+def test_unready_subset_answers_no_healthy_upstream(
+    store: FakeStore, ingress: IngressServer
+) -> None:
     store.put("virtualservices", split_vs(0, 100))
-    store.put("deployments", {**store.get("deployments", "default", "reviews-v2"),
-                              "status": {}})
+    store.put("deployments", {**store.get("deployments", "default", "reviews-v2"), "status": {}})
     status, headers, body = get(f"{ingress.url}/reviews/0", "reviews")
     assert (status, body) == (503, b"no healthy upstream")
     assert "x-served-by" not in headers
     families = text_string_to_metric_families(ingress.metrics.render().decode())
-    uh = [s for f in families for s in f.samples
-          if s.name == "istio_requests_total" and s.labels["response_flags"] == "UH"]
+    uh = [
+        s
+        for f in families
+        for s in f.samples
+        if s.name == "istio_requests_total" and s.labels["response_flags"] == "UH"
+    ]
     assert [(s.labels["reporter"], s.labels["source_workload"], s.value) for s in uh] == [
-        ("source", "istio-ingressgateway", 1.0)]
+        ("source", "istio-ingressgateway", 1.0)
+    ]
 
 
-def test_unknown_host_and_unmatched_route_answer_404(store: FakeStore,
-                                                     ingress: IngressServer) -> None:
+def test_unknown_host_and_unmatched_route_answer_404(
+    store: FakeStore, ingress: IngressServer
+) -> None:
     assert get(f"{ingress.url}/x", "nosuchservice")[0] == 404
-    store.put("virtualservices", {**header_vs(), "spec": {
-        "hosts": ["reviews"],
-        "http": [{"match": [{"uri": {"prefix": "/only"}}],
-                  "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]}})
+    store.put(
+        "virtualservices",
+        {
+            **header_vs(),
+            "spec": {
+                "hosts": ["reviews"],
+                "http": [
+                    {
+                        "match": [{"uri": {"prefix": "/only"}}],
+                        "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                    }
+                ],
+            },
+        },
+    )
     assert get(f"{ingress.url}/reviews/0", "reviews")[0] == 404
 
 
-def test_requests_are_recorded_in_the_shared_metrics(store: FakeStore,
-                                                     ingress: IngressServer) -> None:
+def test_requests_are_recorded_in_the_shared_metrics(
+    store: FakeStore, ingress: IngressServer
+) -> None:
     for _ in range(5):
         get(f"{ingress.url}/reviews/0", "reviews")
     families = text_string_to_metric_families(ingress.metrics.render().decode())

@@ -24,6 +24,7 @@ def exporter_ports() -> Iterator[tuple[int, int]]:
     yield servers[0][0].server_port, servers[1][0].server_port
     for server, thread in servers:
         server.shutdown()
+        server.server_close()
         thread.join(timeout=10)
 
 

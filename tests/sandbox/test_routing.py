@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox.mesh_routing import MeshRouter, Request, parse_host
+from sandbox.mesh.routing import MeshRouter, Request, parse_host
 from tests.support.mesh_objects import (
     FakeStore,
     bookinfo_reviews,
@@ -30,24 +30,40 @@ def store() -> FakeStore:
     return bookinfo_reviews(FakeStore(), versions=("v1", "v2", "v3"))
 
 
-def route_with(store: FakeStore, http: list[dict], host: str = "reviews", path: str = "/",
-               headers: dict[str, str] | None = None):
+def route_with(
+    store: FakeStore,
+    http: list[dict],
+    host: str = "reviews",
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+):
     store.put("virtualservices", virtual_service(["reviews"], http))
     return MeshRouter(store).route(host, path, headers)
 
 
-def shares(store: FakeStore, host: str = "reviews", path: str = "/",
-           headers: dict[str, str] | None = None) -> dict[str, float]:
+def shares(
+    store: FakeStore, host: str = "reviews", path: str = "/", headers: dict[str, str] | None = None
+) -> dict[str, float]:
     return MeshRouter(store).table().distribution(Request(host, path, headers))
 
 
-@pytest.mark.parametrize("host", [
-    "reviews", "reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local",
-    "reviews:9080", "reviews.default.svc.cluster.local:9080", "Reviews.Default",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc",
+        "reviews.default.svc.cluster.local",
+        "reviews:9080",
+        "reviews.default.svc.cluster.local:9080",
+        "Reviews.Default",
+    ],
+)
 def test_every_host_form_names_the_service(store: FakeStore, host: str) -> None:
-    store.put("virtualservices", virtual_service(["reviews.default.svc.cluster.local"],
-                                                 [{"route": [dest("v3")]}]))
+    store.put(
+        "virtualservices",
+        virtual_service(["reviews.default.svc.cluster.local"], [{"route": [dest("v3")]}]),
+    )
     result = MeshRouter(store).route(host)
     assert (result.status, result.workload, result.version) == (None, "reviews-v3", "v3")
     assert result.destination_service == "reviews.default.svc.cluster.local"
@@ -68,25 +84,32 @@ def test_first_matching_route_wins(store: FakeStore) -> None:
     assert route_with(store, http, path="/ratings").workload == "reviews-v3"
 
 
-@pytest.mark.parametrize(("spec", "value", "matches"), [
-    ({"exact": "jason"}, "jason", True),
-    ({"exact": "jason"}, "jason2", False),
-    ({"exact": "jason"}, None, False),
-    ({"prefix": "ja"}, "jason", True),
-    ({"prefix": "ja"}, "bob", False),
-    ({"regex": "ja.*"}, "jason", True),
-    ({"regex": "jas"}, "jason", False),  # the regex must match the whole value
-    ({"regex": "(jason|bob)"}, "bob", True),
-    ({}, "anything", True),  # an empty match only asks for presence
-    ({}, None, False),
-])
-def test_header_string_matches(store: FakeStore, spec: dict, value: str | None,
-                               matches: bool) -> None:
-    http = [{"match": [{"headers": {"End-User": spec}}], "route": [dest("v2")]},
-            {"route": [dest("v1")]}]
+@pytest.mark.parametrize(
+    ("spec", "value", "matches"),
+    [
+        ({"exact": "jason"}, "jason", True),
+        ({"exact": "jason"}, "jason2", False),
+        ({"exact": "jason"}, None, False),
+        ({"prefix": "ja"}, "jason", True),
+        ({"prefix": "ja"}, "bob", False),
+        ({"regex": "ja.*"}, "jason", True),
+        ({"regex": "jas"}, "jason", False),  # the regex must match the whole value
+        ({"regex": "(jason|bob)"}, "bob", True),
+        ({}, "anything", True),  # an empty match only asks for presence
+        ({}, None, False),
+    ],
+)
+def test_header_string_matches(
+    store: FakeStore, spec: dict, value: str | None, matches: bool
+) -> None:
+    http = [
+        {"match": [{"headers": {"End-User": spec}}], "route": [dest("v2")]},
+        {"route": [dest("v1")]},
+    ]
     headers = {} if value is None else {"end-user": value}
     assert route_with(store, http, headers=headers).workload == (
-        "reviews-v2" if matches else "reviews-v1")
+        "reviews-v2" if matches else "reviews-v1"
+    )
 
 
 def test_header_names_are_case_insensitive(store: FakeStore) -> None:
@@ -96,41 +119,54 @@ def test_header_names_are_case_insensitive(store: FakeStore) -> None:
     assert router.route("reviews", headers={"end-user": "JASON"}).workload == "reviews-v1"
 
 
-@pytest.mark.parametrize(("spec", "path", "matches"), [
-    ({"exact": "/reviews/0"}, "/reviews/0", True),
-    ({"exact": "/reviews/0"}, "/reviews/0?x=1", True),  # the query is not part of the path
-    ({"exact": "/reviews/0"}, "/reviews/00", False),
-    ({"prefix": "/reviews"}, "/reviews/7", True),
-    ({"prefix": "/reviews"}, "/ratings/7", False),
-    ({"regex": "/reviews/[0-9]+"}, "/reviews/42", True),
-    ({"regex": "/reviews/[0-9]+"}, "/reviews/42/x", False),
-])
+@pytest.mark.parametrize(
+    ("spec", "path", "matches"),
+    [
+        ({"exact": "/reviews/0"}, "/reviews/0", True),
+        ({"exact": "/reviews/0"}, "/reviews/0?x=1", True),  # the query is not part of the path
+        ({"exact": "/reviews/0"}, "/reviews/00", False),
+        ({"prefix": "/reviews"}, "/reviews/7", True),
+        ({"prefix": "/reviews"}, "/ratings/7", False),
+        ({"regex": "/reviews/[0-9]+"}, "/reviews/42", True),
+        ({"regex": "/reviews/[0-9]+"}, "/reviews/42/x", False),
+    ],
+)
 def test_uri_matches(store: FakeStore, spec: dict, path: str, matches: bool) -> None:
     http = [{"match": [{"uri": spec}], "route": [dest("v2")]}, {"route": [dest("v1")]}]
     assert route_with(store, http, path=path).workload == (
-        "reviews-v2" if matches else "reviews-v1")
+        "reviews-v2" if matches else "reviews-v1"
+    )
 
 
 def test_match_entries_are_ored_and_conditions_anded(store: FakeStore) -> None:
     http = [
-        {"match": [
-            {"headers": {"end-user": {"exact": "jason"}}, "uri": {"prefix": "/reviews"}},
-            {"headers": {"x-canary": {"exact": "1"}}},
-        ], "route": [dest("v2")]},
+        {
+            "match": [
+                {"headers": {"end-user": {"exact": "jason"}}, "uri": {"prefix": "/reviews"}},
+                {"headers": {"x-canary": {"exact": "1"}}},
+            ],
+            "route": [dest("v2")],
+        },
         {"route": [dest("v1")]},
     ]
-    assert route_with(store, http, path="/reviews/1",
-                      headers={"end-user": "jason"}).workload == "reviews-v2"
-    assert route_with(store, http, path="/other",
-                      headers={"end-user": "jason"}).workload == "reviews-v1"
-    assert route_with(store, http, path="/other",
-                      headers={"x-canary": "1"}).workload == "reviews-v2"
+    assert (
+        route_with(store, http, path="/reviews/1", headers={"end-user": "jason"}).workload
+        == "reviews-v2"
+    )
+    assert (
+        route_with(store, http, path="/other", headers={"end-user": "jason"}).workload
+        == "reviews-v1"
+    )
+    assert (
+        route_with(store, http, path="/other", headers={"x-canary": "1"}).workload == "reviews-v2"
+    )
 
 
 def test_without_headers(store: FakeStore) -> None:
-    http = [{"match": [{"withoutHeaders": {"end-user": {"exact": "jason"}}}],
-             "route": [dest("v3")]},
-            {"route": [dest("v1")]}]
+    http = [
+        {"match": [{"withoutHeaders": {"end-user": {"exact": "jason"}}}], "route": [dest("v3")]},
+        {"route": [dest("v1")]},
+    ]
     assert route_with(store, http).workload == "reviews-v3"
     assert route_with(store, http, headers={"end-user": "bob"}).workload == "reviews-v3"
     assert route_with(store, http, headers={"end-user": "jason"}).workload == "reviews-v1"
@@ -145,8 +181,10 @@ def test_weights_split_traffic(store: FakeStore) -> None:
 
 
 def test_weights_are_relative_and_missing_weight_is_zero(store: FakeStore) -> None:
-    store.put("virtualservices", virtual_service(
-        ["reviews"], [{"route": [dest("v1", 1), dest("v2", 3), dest("v3")]}]))
+    store.put(
+        "virtualservices",
+        virtual_service(["reviews"], [{"route": [dest("v1", 1), dest("v2", 3), dest("v3")]}]),
+    )
     assert shares(store) == pytest.approx({"reviews-v1": 0.25, "reviews-v2": 0.75})
 
 
@@ -156,8 +194,9 @@ def test_lone_destination_takes_everything(store: FakeStore) -> None:
 
 
 def test_weights_summing_to_zero_answer_503(store: FakeStore) -> None:
-    store.put("virtualservices", virtual_service(
-        ["reviews"], [{"route": [dest("v1", 0), dest("v2", 0)]}]))
+    store.put(
+        "virtualservices", virtual_service(["reviews"], [{"route": [dest("v1", 0), dest("v2", 0)]}])
+    )
     assert MeshRouter(store).route("reviews").status == 503
 
 
@@ -166,7 +205,8 @@ def test_deployments_sharing_a_subset_split_by_ready_replicas(store: FakeStore) 
     store.put("deployments", deployment("other-v2", {"app": "other", "version": "v2"}, 5))
     store.put("virtualservices", split_vs(50, 50))
     assert shares(store) == pytest.approx(
-        {"reviews-v1": 0.5, "reviews-v2": 0.125, "reviews-v2-b": 0.375})
+        {"reviews-v1": 0.5, "reviews-v2": 0.125, "reviews-v2-b": 0.375}
+    )
 
 
 def test_unready_subset_answers_503_no_healthy_upstream() -> None:
@@ -224,7 +264,8 @@ def test_destination_host_in_another_service(store: FakeStore) -> None:
 
 
 def test_virtual_service_bound_only_to_a_gateway_does_not_apply_to_the_mesh(
-        store: FakeStore) -> None:
+    store: FakeStore,
+) -> None:
     vs = virtual_service(["reviews"], [{"route": [dest("v3")]}])
     vs["spec"]["gateways"] = ["bookinfo-gateway"]
     store.put("virtualservices", vs)
@@ -232,11 +273,20 @@ def test_virtual_service_bound_only_to_a_gateway_does_not_apply_to_the_mesh(
 
 
 def test_virtual_services_for_one_host_merge_in_creation_order(store: FakeStore) -> None:
-    store.put("virtualservices", virtual_service(
-        ["reviews"], [{"match": [{"headers": {"end-user": {"exact": "jason"}}}],
-                       "route": [dest("v2")]}], name="a-first"))
-    store.put("virtualservices", virtual_service(
-        ["reviews.default.svc.cluster.local"], [{"route": [dest("v1")]}], name="b-second"))
+    store.put(
+        "virtualservices",
+        virtual_service(
+            ["reviews"],
+            [{"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [dest("v2")]}],
+            name="a-first",
+        ),
+    )
+    store.put(
+        "virtualservices",
+        virtual_service(
+            ["reviews.default.svc.cluster.local"], [{"route": [dest("v1")]}], name="b-second"
+        ),
+    )
     router = MeshRouter(store)
     assert router.route("reviews", headers={"end-user": "jason"}).workload == "reviews-v2"
     assert router.route("reviews").workload == "reviews-v1"
@@ -246,12 +296,19 @@ def test_short_names_resolve_in_the_objects_namespace() -> None:
     store = FakeStore()
     store.put("services", service("reviews", namespace="shop"))
     for v in ("v1", "v2"):
-        store.put("deployments", deployment(f"reviews-{v}", {"app": "reviews", "version": v},
-                                            namespace="shop"))
-    store.put("destinationrules", destination_rule(
-        "reviews", {"v1": {"version": "v1"}, "v2": {"version": "v2"}}, namespace="shop"))
-    store.put("virtualservices", virtual_service(["reviews"], [{"route": [dest("v2")]}],
-                                                 namespace="shop"))
+        store.put(
+            "deployments",
+            deployment(f"reviews-{v}", {"app": "reviews", "version": v}, namespace="shop"),
+        )
+    store.put(
+        "destinationrules",
+        destination_rule(
+            "reviews", {"v1": {"version": "v1"}, "v2": {"version": "v2"}}, namespace="shop"
+        ),
+    )
+    store.put(
+        "virtualservices", virtual_service(["reviews"], [{"route": [dest("v2")]}], namespace="shop")
+    )
     router = MeshRouter(store, namespace="default")
     assert router.route("reviews.shop").workload == "reviews-v2"
     assert router.route("reviews").status == 404  # no reviews in the caller's namespace
@@ -282,13 +339,15 @@ def test_readiness_is_tracked_across_rebuilds() -> None:
 
 
 def test_routes_over_the_sandbox_object_store() -> None:
-    store_module = pytest.importorskip("sandbox.store")
+    store_module = pytest.importorskip("sandbox.kube.store")
     real = store_module.ObjectStore()
     real.create("services", service("reviews"))
     for v in ("v1", "v2"):
         real.create("deployments", deployment(f"reviews-{v}", {"app": "reviews", "version": v}))
-    real.create("destinationrules", destination_rule("reviews", {"v1": {"version": "v1"},
-                                                                 "v2": {"version": "v2"}}))
+    real.create(
+        "destinationrules",
+        destination_rule("reviews", {"v1": {"version": "v1"}, "v2": {"version": "v2"}}),
+    )
     real.create("virtualservices", header_vs())
     router = MeshRouter(real)
     assert router.route("reviews", headers={"end-user": "jason"}).workload == "reviews-v2"
@@ -302,8 +361,12 @@ def _bookinfo(name: str) -> list[dict]:
 @pytest.mark.skipif(not BOOKINFO.is_dir(), reason="Istio BookInfo reference files not present")
 def test_bookinfo_samples_route_as_documented() -> None:
     store = FakeStore()
-    plural = {"Service": "services", "Deployment": "deployments",
-              "DestinationRule": "destinationrules", "VirtualService": "virtualservices"}
+    plural = {
+        "Service": "services",
+        "Deployment": "deployments",
+        "DestinationRule": "destinationrules",
+        "VirtualService": "virtualservices",
+    }
     for doc in _bookinfo("bookinfo.yaml") + _bookinfo("destination-rule-all.yaml"):
         if doc["kind"] == "Deployment":
             doc["status"] = {"readyReplicas": 1}

@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.istio_metrics import CONTENT_TYPE, DURATION_BUCKETS_MS, MetricsHTTPServer
-from sandbox.scenarios import BUILTIN_SCENARIOS, Scenario, VersionBehaviour
-from sandbox.simulator import TrafficSimulator, source_identity
+from sandbox.mesh.istio_metrics import CONTENT_TYPE, DURATION_BUCKETS_MS
+from sandbox.mesh.metrics_server import MetricsServer
+from sandbox.mesh.scenarios import BUILTIN_SCENARIOS, Scenario, VersionBehaviour
+from sandbox.mesh.simulator import TrafficSimulator, source_identity
 from tests.support.mesh_objects import (
     FakeStore,
     bookinfo_reviews,
@@ -46,10 +47,10 @@ def test_split_converges_on_the_virtual_service_weights() -> None:
     store.put("virtualservices", split_vs(80, 20))
     sim = simulator(store)
     sim.send(5000)
-    assert sim.split(window_s=60) == pytest.approx({"reviews-v1": 0.8, "reviews-v2": 0.2},
-                                                   abs=0.02)
+    assert sim.split(window_s=60) == pytest.approx({"reviews-v1": 0.8, "reviews-v2": 0.2}, abs=0.02)
     assert sim.sample_routing()["expected"]["reviews"]["default"] == pytest.approx(
-        {"reviews-v1": 0.8, "reviews-v2": 0.2})
+        {"reviews-v1": 0.8, "reviews-v2": 0.2}
+    )
 
 
 def test_jason_share_follows_the_header_route() -> None:
@@ -66,8 +67,14 @@ def test_unready_subset_is_reported_as_503_uh_by_the_source_only() -> None:
     sim = simulator(store)
     sim.send(2000)
     assert sim.split(window_s=60)["503"] == pytest.approx(0.2, abs=0.03)
-    uh = requests_by(sim, "reporter", "destination_workload", "destination_version",
-                     response_flags="UH", response_code="503")
+    uh = requests_by(
+        sim,
+        "reporter",
+        "destination_workload",
+        "destination_version",
+        response_flags="UH",
+        response_code="503",
+    )
     assert set(uh) == {("source", "unknown", "unknown")}
     assert uh[("source", "unknown", "unknown")] == pytest.approx(0.2 * 2000, rel=0.15)
     assert requests_by(sim, "reporter", response_flags="UH", reporter="destination") == {}
@@ -158,8 +165,11 @@ def test_background_thread_paces_requests_and_follows_route_changes() -> None:
         assert 0.8 <= elapsed <= 2.0
         store.put("virtualservices", split_vs(0, 100))
         changed = time.monotonic()
-        wait_until(lambda: sim.split(window_s=0.2).get("reviews-v2") == 1.0, timeout=2,
-                   message="the new route to take effect")
+        wait_until(
+            lambda: sim.split(window_s=0.2).get("reviews-v2") == 1.0,
+            timeout=2,
+            message="the new route to take effect",
+        )
         assert time.monotonic() - changed < 1.0
         wait_until(lambda: sim.sent >= 400, timeout=5, message="400 requests")
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
@@ -170,12 +180,14 @@ def test_background_thread_paces_requests_and_follows_route_changes() -> None:
 def test_metrics_are_served_over_http() -> None:
     sim = simulator(bookinfo_reviews(FakeStore()))
     sim.send(10)
-    with MetricsHTTPServer(sim.metrics_text) as server:
+    with MetricsServer(sim) as server:
         with urllib.request.urlopen(server.url, timeout=5) as response:
             assert response.headers["Content-Type"] == CONTENT_TYPE
             assert response.read() == sim.metrics_text()
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(server.url.replace("/metrics", "/other"), timeout=5)
+        caught.value.close()  # the error holds the answer's connection
+        assert caught.value.code == 404
 
 
 def test_a_label_set_is_exposed_once_across_route_changes() -> None:

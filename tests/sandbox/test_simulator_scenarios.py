@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.scenarios import (
+from sandbox.mesh.scenarios import (
     BASELINE,
     BUILTIN_SCENARIOS,
     VersionBehaviour,
@@ -54,7 +54,8 @@ def test_yaml_scenario_inherits_default_fields(tmp_path: Path) -> None:
         " startupDelaySeconds: 2s}\n"
         "versions:\n"
         "  v2: {errorRate: 0.05, latencyP99Ms: 400}\n"
-        "  reviews-v3: {neverReady: true}\n")
+        "  reviews-v3: {neverReady: true}\n"
+    )
     scenario = load_scenario(str(path))
     assert scenario.name == "my-scenario"
     assert scenario.behaviour("v1") == VersionBehaviour(0.002, 30, 90, 2.0)
@@ -71,22 +72,28 @@ def test_timed_fault_starts_after_the_version_is_ready(tmp_path: Path) -> None:
     assert scenario.behaviour("v2").error_rate == 0.1  # without timing: the fault itself
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("name: x\ndefault: {errorRate: 2}\n", "default.errorRate"),
-    ("name: x\nversions: {v2: {errorRate: lots}}\n", "versions.v2.errorRate"),
-    ("name: x\nversions: {v2: {latencyP99: 5}}\n", "versions.v2.latencyP99: unknown field"),
-    ("name: x\nversions: {v2: {latencyMedianMs: 100, latencyP99Ms: 50}}\n",
-     "versions.v2.latencyP99Ms"),
-    ("name: x\nversions: {v2: {after: soon}}\n", "versions.v2.after"),
-    ("name: x\ndefault: {after: 5s}\n", "default.after: unknown field"),
-    ("name: x\nversions: {v2: {neverReady: 1}}\n", "versions.v2.neverReady"),
-    ("versions: {}\n", "name"),
-    ("name: x\nfaults: {}\n", "faults: unknown field"),
-    ("name: x\nversions: [v2]\n", "versions"),
-    ("name: [unclosed\n", "not valid YAML"),
-])
-def test_bad_file_gives_one_line_error_naming_the_field(tmp_path: Path, text: str,
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ndefault: {errorRate: 2}\n", "default.errorRate"),
+        ("name: x\nversions: {v2: {errorRate: lots}}\n", "versions.v2.errorRate"),
+        ("name: x\nversions: {v2: {latencyP99: 5}}\n", "versions.v2.latencyP99: unknown field"),
+        (
+            "name: x\nversions: {v2: {latencyMedianMs: 100, latencyP99Ms: 50}}\n",
+            "versions.v2.latencyP99Ms",
+        ),
+        ("name: x\nversions: {v2: {after: soon}}\n", "versions.v2.after"),
+        ("name: x\ndefault: {after: 5s}\n", "default.after: unknown field"),
+        ("name: x\nversions: {v2: {neverReady: 1}}\n", "versions.v2.neverReady"),
+        ("versions: {}\n", "name"),
+        ("name: x\nfaults: {}\n", "faults: unknown field"),
+        ("name: x\nversions: [v2]\n", "versions"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_file_gives_one_line_error_naming_the_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ValueError) as info:

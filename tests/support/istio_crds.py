@@ -15,25 +15,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tests.support.crd_schema import strict
+
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "istio"
 CRD_FILE = REFERENCE / "networking-crds.yaml"
 BOOKINFO = REFERENCE / "bookinfo"
-
-
-def _strict(schema: Any) -> Any:
-    """Refuse unknown fields wherever the schema lists properties and does not preserve them."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
 
 
 @cache
@@ -45,7 +31,7 @@ def _validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
         kind = crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
-            schema["properties"]["spec"] = _strict(schema["properties"]["spec"])
+            schema["properties"]["spec"] = strict(schema["properties"]["spec"])
             out[(kind, version["name"])] = jsonschema.Draft7Validator(schema)
     return out
 

@@ -22,8 +22,7 @@ def release_outcome(plan: Any, box: Any, release_id: str | None = None) -> Any:
     try:
         return canary_release(
             plan,
-            kubeconfig=box.kubeconfig,
-            mesh_url=box.sandbox.ingress_url,
+            target=box.target,
             release_id=release_id,
         )
     except ReleaseRolledBack as exc:

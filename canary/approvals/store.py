@@ -1,0 +1,149 @@
+"""Gate state that must outlive a process, in Prefect Variables and flow run inputs.
+
+canary-gate-<run id>-<gate>       the open request (approvers, initiator, status), read by
+                                  the listener and the CLI to judge a decision; the run
+                                  writes how it ended;
+canary-decision-<release>-<gate>  the decision, so a resumed release does not ask again;
+claim-<pause key> (a flow run input of the paused run)
+                                  who decided this pause from outside the run. The API
+                                  server keeps one input per key: the first decision to
+                                  claim a pause wins, a second is told who was first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, Field
+
+from canary.approvals.spec import Approvers
+from canary.prefect_variables import DECISION_PREFIX, GATE_PREFIX, load, store, var_name
+
+GateDecision = Literal["approved", "rejected", "timed-out", "aborted", "cancelled"]
+
+
+class GateOutcome(BaseModel):
+    """How a gate ended; `proceed` says whether the release goes on."""
+
+    gate: str
+    decision: GateDecision
+    proceed: bool
+    approver: str | None = None
+    reason: str = ""
+    message: str
+    decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class Claim(BaseModel):
+    """A decision judged by the listener or the CLI, claiming a pause before resuming it."""
+
+    approver: str
+    decision: Literal["approve", "reject"]
+    reason: str = ""
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class GateRequest(BaseModel):
+    """The open gate of one flow run, as stored for the listener and the CLI."""
+
+    run_id: str
+    release_id: str
+    gate: str
+    title: str
+    approvers: Approvers
+    four_eyes: bool = False
+    initiator: str | None = None
+    pause_key: str
+    attempt: int = 1
+    deadline: datetime
+    status: Literal["waiting", "approved", "rejected", "timed-out", "aborted", "cancelled"] = (
+        "waiting"
+    )
+    decided_by: str | None = None
+    reason: str = ""
+    decided_at: datetime | None = None
+    # Four-eyes without a known initiator: who approved so far (one is not enough).
+    approved_by: list[str] = Field(default_factory=list)
+    note: str = ""  # why the gate asks again: a refused decision, a first approval
+
+
+def gate_request(run_id: str, gate: str) -> GateRequest | None:
+    value = load(var_name(GATE_PREFIX, str(run_id), gate))
+    return GateRequest.model_validate(value) if value else None
+
+
+def save_request(request: GateRequest) -> None:
+    store(var_name(GATE_PREFIX, request.run_id, request.gate), request.model_dump(mode="json"))
+
+
+def recorded_decision(release_id: str, gate: str) -> GateOutcome | None:
+    """The recorded decision of this release's gate, if it was decided before."""
+    value = load(var_name(DECISION_PREFIX, release_id, gate))
+    return GateOutcome.model_validate(value) if value else None
+
+
+def record_decision(release_id: str, outcome: GateOutcome) -> None:
+    store(var_name(DECISION_PREFIX, release_id, outcome.gate), outcome.model_dump(mode="json"))
+
+
+# --- claims: one decision per pause ---------------------------------------------------------
+
+
+class ClaimTaken(Exception):
+    """Another decision claimed the pause first; `claim` is that one."""
+
+    def __init__(self, claim: Claim):
+        super().__init__(f"{claim.decision} by {claim.approver}")
+        self.claim = claim
+
+
+def claim_key(pause_key: str) -> str:
+    return f"claim-{pause_key}"
+
+
+def claim_pause(run_id: str, pause_key: str, claim: Claim) -> None:
+    """Claim the pause for `claim`; ClaimTaken when a decision claimed it first."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_flow_run_input(
+                UUID(run_id), claim_key(pause_key), claim.model_dump_json()
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != httpx.codes.CONFLICT:
+                raise
+            raise ClaimTaken(_read_claim(client, run_id, pause_key) or claim) from None
+
+
+def pause_claim(run_id: str, pause_key: str) -> Claim | None:
+    """The decision that claimed the pause, if one did."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return _read_claim(client, run_id, pause_key)
+
+
+def release_claim(run_id: str, pause_key: str) -> None:
+    """Drop a claim whose decision did not resume the run (someone resumed it first)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_flow_run_input(UUID(run_id), claim_key(pause_key))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != httpx.codes.NOT_FOUND:
+                raise
+
+
+def _read_claim(client: Any, run_id: str, pause_key: str) -> Claim | None:
+    try:
+        value = client.read_flow_run_input(UUID(run_id), claim_key(pause_key))
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == httpx.codes.NOT_FOUND:
+            return None
+        raise
+    return Claim.model_validate_json(value)

@@ -1,0 +1,101 @@
+"""The hold: watch the canary for a phase's hold, one round each analysis interval.
+
+Rolls back after `analysis.threshold` failed rounds in a row, or `failure_limit` failed
+rounds in all, or when metric analysis says so; ends only after a healthy round. What a
+round checks is canary.round_checks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from canary.events import EventKind
+from canary.ownership import checkpoint
+from canary.planner import Phase
+from canary.release import Release, emit
+from canary.round_checks import HealthCheckFailed, check_round, publish_analysis
+
+
+def hold(release: Release, phase: Phase) -> None:
+    """Watch the canary for `phase.hold` seconds; raises HealthCheckFailed to roll back.
+
+    A pending round (metric analysis holding) keeps the hold going, at most
+    `_undecided_limit` seconds past its end.
+    """
+    try:
+        _hold(release, phase)
+    finally:
+        publish_analysis(release, phase)
+
+
+def _hold(release: Release, phase: Phase) -> None:
+    analysis = release.plan.analysis
+    deadline = time.monotonic() + phase.hold
+    rounds = failed_in_row = failed_in_all = 0
+    planned = time.monotonic()
+    while True:
+        planned = _next_round(planned, analysis.interval, deadline, first=rounds == 0)
+        _sleep_until(planned)
+        checkpoint(release)  # `canary abort`, a cancellation or a lost lease: roll back now
+        # The round at the deadline, or past it, is told so: an analysis still undecided
+        # then asks a person instead of holding on.
+        checks = check_round(release, phase, hold_ending=planned >= deadline)
+        # A person's time to answer is neither watching time nor "undecided" time past the
+        # hold's end: the deadline moves by it.
+        deadline += sum(c.waited for c in checks)
+        rounds += 1
+        failed = [c for c in checks if not c.passed and not c.pending]
+        pending = [c for c in checks if c.pending]
+        failed_in_row = failed_in_row + 1 if failed else 0
+        failed_in_all += bool(failed)
+        if failed:
+            message = "; ".join(c.line() for c in failed)
+            emit(release, EventKind.ANALYSIS, phase.name, decision="fail", message=message)
+            if failed_in_row >= analysis.threshold or failed_in_all >= analysis.failure_limit:
+                raise HealthCheckFailed(
+                    f"{phase.name}: unhealthy in {failed_in_all} of {rounds} rounds: {message}"
+                )
+        elif pending:
+            over = time.monotonic() - deadline
+            if over >= _undecided_limit(release):
+                message = "; ".join(c.line() for c in pending)
+                raise HealthCheckFailed(
+                    f"{phase.name}: analysis undecided {over:.0f}s past the hold: {message}"
+                )
+        elif time.monotonic() >= deadline:
+            passed = _passed(rounds, phase.hold)
+            emit(release, EventKind.ANALYSIS, phase.name, decision="pass", message=passed)
+            return
+
+
+def _undecided_limit(release: Release) -> float:
+    """How long past its end a hold waits for metric analysis to make up its mind.
+
+    As many rounds as the analysis may fail before rolling back: a canary without enough
+    traffic to judge must not hold the release forever.
+    """
+    analysis = release.plan.analysis
+    return max(analysis.threshold, analysis.failure_limit) * analysis.interval
+
+
+def _next_round(previous: float, interval: float, deadline: float, *, first: bool) -> float:
+    """Rounds every interval, one at the deadline; past it (still failing), every interval.
+
+    On a fixed cadence from the previous round's planned time, so that slow rounds (a busy
+    worker, a slow Prometheus) do not space the rounds out and delay a rollback; a round
+    that overran its slot is followed at once, never by a burst of catch-up rounds.
+    """
+    planned = previous + interval
+    if first or previous < deadline:
+        planned = min(planned, deadline)
+    return max(planned, time.monotonic())
+
+
+def _passed(rounds: int, seconds: float) -> str:
+    return f"healthy: {rounds} round{'s' if rounds != 1 else ''} over {seconds:g}s"
+
+
+def _sleep_until(moment: float) -> None:
+    left = moment - time.monotonic()
+    if left > 0:
+        time.sleep(left)
