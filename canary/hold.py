@@ -56,7 +56,9 @@ def _hold(release: Release, phase: Phase) -> None:
                     f"{phase.name}: unhealthy in {failed_in_all} of {rounds} rounds: {message}"
                 )
         elif pending:
-            over = time.monotonic() - deadline
+            # From the round's planned time: a slow round (the analysis starting cold, a busy
+            # Prometheus) does not use up the rounds the analysis has past the hold.
+            over = planned - deadline
             if over >= _undecided_limit(release):
                 message = "; ".join(c.line() for c in pending)
                 raise HealthCheckFailed(
