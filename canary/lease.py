@@ -129,12 +129,21 @@ class RouteLease:
 
     # --- the lease's life -------------------------------------------------------------
 
-    def acquire(self, release_id: str, holder: str, *, patience: float | None = None) -> None:
+    def acquire(
+        self,
+        release_id: str,
+        holder: str,
+        *,
+        patience: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         """Take the lease for `release_id`, or raise LeaseHeld naming who holds it.
 
-        `patience` bounds the wait for a same-release lease to expire (default: its TTL).
+        `patience` bounds the wait for a same-release lease to expire (default: its TTL);
+        `on_wait` is told once, before that wait, what it waits for and for how long.
         """
-        deadline = time.monotonic() + (self.ttl if patience is None else patience) + 1.0
+        patience = self.ttl if patience is None else patience
+        deadline = time.monotonic() + patience + 1.0
         first_seen: Lease | None = None
         while True:
             route = self.read()
@@ -144,6 +153,8 @@ class RouteLease:
                     raise LeaseHeld(self._refusal(held))
                 if first_seen is not None and held.expires != first_seen.expires:
                     raise LeaseHeld(self._refusal(held, running_elsewhere=True))
+                if first_seen is None and on_wait is not None:
+                    on_wait(self._waiting(held, patience))
                 first_seen = first_seen or held
                 if time.monotonic() > deadline:
                     raise LeaseHeld(self._refusal(held, running_elsewhere=True))
@@ -235,6 +246,15 @@ class RouteLease:
         return (
             f"{self._where()} is being released by {held.describe()} "
             f"[{held.identity or 'unknown'}]; one release per service at a time"
+        )
+
+    def _waiting(self, held: Lease, patience: float) -> str:
+        left = max(0.0, (held.expires - self._clock()).total_seconds())
+        wait = min(left, patience)
+        return (
+            f"{self._where()}: {held.describe()} holds the lease ({held.holder}); waiting up to "
+            f"{wait:.0f}s for it to expire (its run stopped) to take it over, unless its "
+            f"holder renews it (its run still goes)"
         )
 
     def _where(self) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from canary.errors import BadInput
 from canary.identity import release_key
 from canary.lease import LeaseHeld, LeaseLost, RouteLease
+from canary.notify.console import run_logger
 from canary.release import Release
 from canary.resume import unfinished
 from canary.stopping import StopWatch, stop_requested
@@ -139,7 +140,7 @@ def claim(release: Release, explicit_id: bool = False) -> Guarded:
         release_id, resume_from = found.release_id, found.phase
     holder = holder_id()
     try:
-        lease.acquire(release_id, holder)
+        lease.acquire(release_id, holder, on_wait=run_logger(log).warning)
     except LeaseHeld as exc:
         raise ReleaseRefused(str(exc)) from None
     if resume_from is not None:

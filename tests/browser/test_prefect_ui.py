@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from playwright.sync_api import expect
 
 from canary.plan import plan_from_dict
 from canary.planner import canary_weight
@@ -114,9 +115,10 @@ def open_resume_form(production, page: Any, run: UUID) -> Any:
 
 
 def description_of(dialog: Any) -> str:
-    """The markdown Prefect renders above the form's fields."""
+    """The markdown Prefect renders above the form's fields, once loaded (until then the
+    page shows an empty placeholder where it goes)."""
     shown = dialog.locator(".prose").first
-    shown.wait_for()
+    expect(shown).to_contain_text(re.compile(r"\S"), timeout=60_000)
     return shown.inner_text()
 
 

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from canary.cli import main
-from canary.lease import IDENTITY, LEASE, LEASE_EXPIRES, LEASE_HOLDER, annotations_of, rfc3339
+from canary.cluster import api_client
+from canary.lease import (
+    IDENTITY,
+    LEASE,
+    LEASE_EXPIRES,
+    LEASE_HOLDER,
+    RouteLease,
+    annotations_of,
+    rfc3339,
+)
+from canary.plan import plan_from_dict
 from canary.planner import canary_weight, phase_named, routing_for, same_routing
 from canary.routing.custom_objects import replacement as _replacement
 from tests.reliability.helpers import BackgroundRelease, write_plan
@@ -151,3 +161,19 @@ def test_a_release_that_lost_its_lease_leaves_the_traffic_alone(
     vs = box.get("virtualservices", "reviews")
     assert canary_weight(release.plan, vs) == 20  # the other release's to move, not ours
     assert annotations_of(vs)[LEASE] == "r-other"
+
+
+def test_a_wait_for_a_stopped_runs_lease_says_whose_and_how_long(start_sandbox, plan_data):
+    box = start_sandbox("healthy")
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    box.api.create_object("virtualservices", leased_vs("r-stopped", "default/reviews/v2", soon))
+    told: list[str] = []
+
+    RouteLease(api_client(box.kubeconfig), plan_from_dict(plan_data()), ttl=30).acquire(
+        "r-next", "worker-b", on_wait=told.append
+    )
+
+    assert len(told) == 1, told
+    assert "release r-stopped" in told[0] and "(some-worker)" in told[0], told
+    assert "waiting up to" in told[0] and "unless its holder renews it" in told[0], told
+    assert annotations_of(box.get("virtualservices", "reviews"))[LEASE] == "r-next"

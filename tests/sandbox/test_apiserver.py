@@ -26,7 +26,7 @@ ISTIO = "networking.istio.io"
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
     return wait_until(check, timeout, interval=0.02, message=what)
 
 
@@ -553,7 +553,8 @@ def test_watch_timeout_ends_the_stream(k8s, namespace):
             client.CoreV1Api(k8s).list_namespaced_service, namespace, timeout_seconds=1
         )
     )
-    assert seen == [] and 0.9 <= time.monotonic() - began < 5
+    # It ends by itself (a stream that did not would hang here), and not early.
+    assert seen == [] and time.monotonic() - began >= 0.9
 
 
 # -------------------------------------------------------- pods and readiness
@@ -599,27 +600,26 @@ def test_readiness_appears_after_the_startup_delay(make_sandbox):
     apps = client.AppsV1Api(api)
     began = time.monotonic()
     apps.create_namespaced_deployment("default", deployment("demo-v2", "v2", replicas=2))
-    progressing = wait_for(
-        lambda: (
-            (d := apps.read_namespaced_deployment("demo-v2", "default")).status.updated_replicas
-            == 2
-            and d
-        ),
-        what="pods created",
-    )
-    assert time.monotonic() - began < 0.5  # the controller reacts at once ...
-    assert not progressing.status.ready_replicas  # ... but readiness waits for the delay
-    assert _conditions(progressing)["Available"] == ("False", "MinimumReplicasUnavailable")
-    assert _conditions(progressing)["Progressing"] == ("True", "ReplicaSetUpdated")
-    done = wait_for(
-        lambda: (
-            (d := apps.read_namespaced_deployment("demo-v2", "default")).status.ready_replicas == 2
-            and d
-        ),
-        timeout=5,
-        what="2 ready replicas",
-    )
-    assert time.monotonic() - began >= 0.6
+    # Every status the controller writes, in order: a watch loses none of them, however
+    # slowly this test runs.
+    statuses: list[client.V1DeploymentStatus] = []
+    for event in watch.Watch().stream(
+        apps.list_namespaced_deployment,
+        "default",
+        field_selector="metadata.name=demo-v2",
+        timeout_seconds=60,
+    ):
+        statuses.append(event["object"].status)
+        if event["object"].status.ready_replicas == 2:
+            break
+    ready_after = time.monotonic() - began
+    progressing = next(s for s in statuses if s.updated_replicas == 2)
+    assert not progressing.ready_replicas  # the pods exist, but readiness waits for the delay
+    conditions = {c.type: (c.status, c.reason) for c in progressing.conditions or []}
+    assert conditions["Available"] == ("False", "MinimumReplicasUnavailable")
+    assert conditions["Progressing"] == ("True", "ReplicaSetUpdated")
+    assert ready_after >= 0.6  # never sooner than the delay
+    done = apps.read_namespaced_deployment("demo-v2", "default")
     assert done.status.available_replicas == 2 and done.status.observed_generation == 1
     assert _conditions(done) == {
         "Available": ("True", "MinimumReplicasAvailable"),

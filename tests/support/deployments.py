@@ -1,6 +1,6 @@
 """deploy/prefect.yaml deployed as in production, and flow runs created and followed through them.
 
-`create_pool` makes the `canary` process pool and `deploy_all` runs `prefect deploy --all`;
+`deploy_all` makes the `canary` process pool (`create_pool`) and runs `prefect deploy --all`;
 runs are created as the Prefect UI's Custom run form creates them (`create_run_as_form`,
 the same request body) or through Prefect's client (`create_run`). The helpers below the
 line read a run back: its state, logs and artifacts. They talk to the server of the current
@@ -45,10 +45,11 @@ def create_pool(api_url: str) -> None:
 
 
 def deploy_all(env: dict[str, str]) -> None:
-    """`prefect deploy --all` from the repository's root, onto the `canary` pool.
+    """The `canary` process pool, then `prefect deploy --all` from the repository's root.
 
     The job variables' environment defaults to JOB_ENV, beneath what `env` sets.
     """
+    create_pool(env["PREFECT_API_URL"])
     done = subprocess.run(
         [*PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deploy/prefect.yaml"],
         cwd=REPO,

@@ -29,7 +29,7 @@ import yaml
 
 from sandbox.prometheus import PrometheusServer
 from tests.conftest import REPO
-from tests.support.deployments import create_pool, deploy_all
+from tests.support.deployments import deploy_all
 from tests.support.listener import approval_listener
 from tests.support.prefect_server import PrefectServer
 from tests.support.prometheus import require_prometheus
@@ -143,7 +143,6 @@ def production_stack(directory: Path, ui: bool = True) -> Iterator[ProductionSta
             PrometheusServer([slot.metrics_url], binary=binary, wait_for_first_scrape=False)
         )
         env = _release_env(server, slack, slot, prometheus, configs, directory)
-        create_pool(server.api_url)
         # Each of these starts a Python process that imports Prefect: side by side, they
         # are ready in the time of the slowest (`prefect deploy`), not of all three.
         with concurrent.futures.ThreadPoolExecutor(1) as background:
