@@ -37,7 +37,9 @@ def _hold(release: Release, phase: Phase) -> None:
         planned = _next_round(planned, analysis.interval, deadline, first=rounds == 0)
         _sleep_until(planned)
         checkpoint(release)  # `canary abort`, a cancellation or a lost lease: roll back now
-        checks = check_round(release, phase)
+        # The round at the deadline, or past it, is told so: an analysis still undecided
+        # then asks a person instead of holding on.
+        checks = check_round(release, phase, hold_ending=planned >= deadline)
         # A person's time to answer is neither watching time nor "undecided" time past the
         # hold's end: the deadline moves by it.
         deadline += sum(c.waited for c in checks)
@@ -54,7 +56,9 @@ def _hold(release: Release, phase: Phase) -> None:
                     f"{phase.name}: unhealthy in {failed_in_all} of {rounds} rounds: {message}"
                 )
         elif pending:
-            over = time.monotonic() - deadline
+            # From the round's planned time: a slow round (the analysis starting cold, a busy
+            # Prometheus) does not use up the rounds the analysis has past the hold.
+            over = planned - deadline
             if over >= _undecided_limit(release):
                 message = "; ".join(c.line() for c in pending)
                 raise HealthCheckFailed(

@@ -51,15 +51,16 @@ class HealthCheckFailed(CanaryError):
     """The canary failed too many analysis rounds of a hold."""
 
 
-def check_round(release: Release, phase: Phase) -> list[RoundCheck]:
-    """The checks of one analysis round of `phase`.
+def check_round(release: Release, phase: Phase, hold_ending: bool = False) -> list[RoundCheck]:
+    """The checks of one analysis round of `phase`; `hold_ending`: the hold ends with this
+    round unless it keeps the hold going.
 
     Metric analysis runs only while the canary carries weighted traffic: under a header
     route it sees too few requests to judge, and would only hold the release.
     """
     checks = [canary_ready(release)]
     if release.plan.analysis.metrics and phase.canary_weight > 0:
-        checks.append(metric_analysis(release, phase))
+        checks.append(metric_analysis(release, phase, hold_ending))
     return checks
 
 
@@ -100,10 +101,10 @@ def analysis_of(release: Release) -> _ReleaseAnalysis:
         return found
 
 
-def metric_analysis(release: Release, phase: Phase) -> RoundCheck:
+def metric_analysis(release: Release, phase: Phase, hold_ending: bool = False) -> RoundCheck:
     """One Analyzer check as a round check; raises HealthCheckFailed when it says rollback."""
     analysis = analysis_of(release)
-    result = analysis.analyzer.check()
+    result = analysis.analyzer.check(step=phase.name, hold_ending=hold_ending)
     rows = analysis.rows.setdefault(phase.name, [])
     rows.extend({"phase": phase.name, **row} for row in result.rows())
     decision = result.decision.value

@@ -22,17 +22,29 @@ from tests.support.clock import FakeClock
 
 @dataclass
 class Rounds:
-    """The outcome of each coming round, in order, and when each round ran."""
+    """The outcome of each coming round (None: pending), in order, and when each ran."""
 
     clock: FakeClock
-    coming: list[bool] = field(default_factory=list)
+    coming: list[bool | None] = field(default_factory=list)
     at: list[float] = field(default_factory=list)
+    ending: list[bool] = field(default_factory=list)  # each round: told the hold ends with it
     takes: float = 0.0  # how long each round's checks take
 
-    def check_round(self, release: Release, phase: Phase) -> list[RoundCheck]:
+    def check_round(
+        self, release: Release, phase: Phase, hold_ending: bool = False
+    ) -> list[RoundCheck]:
         self.at.append(self.clock.monotonic() - START)
+        self.ending.append(hold_ending)
         self.clock.advance(self.takes)
-        return [RoundCheck(check="scripted", passed=self.coming.pop(0), detail="as scripted")]
+        outcome = self.coming.pop(0)
+        return [
+            RoundCheck(
+                check="scripted",
+                passed=bool(outcome),
+                pending=outcome is None,
+                detail="as scripted",
+            )
+        ]
 
 
 START = 1000.0
@@ -108,3 +120,31 @@ def test_a_round_that_overruns_its_slot_is_followed_at_once_without_a_burst(roun
     rounds.takes = 2.5  # longer than two intervals
     hold(release_of(fast_plan), step(4))
     assert rounds.at == [1.0, 3.5]  # the next round at once; no catch-up rounds in between
+
+
+def test_the_round_at_the_end_of_a_hold_is_told_so(rounds, fast_plan):
+    rounds.coming.extend([True, True])
+    hold(release_of(fast_plan), step(2))
+    assert rounds.ending == [False, True]
+
+
+def test_rounds_past_the_end_of_a_hold_are_told_it_is_over(rounds, fast_plan):
+    rounds.coming.extend([True, False, True])
+    hold(release_of(fast_plan, threshold=2, maxFailures=3), step(2))
+    assert rounds.at == [1.0, 2.0, 3.0]
+    assert rounds.ending == [False, True, True]
+
+
+def test_an_undecided_analysis_rolls_back_after_its_rounds_past_the_hold(rounds, fast_plan):
+    rounds.coming.extend([None] * 5)
+    with pytest.raises(HealthCheckFailed, match="analysis undecided 2s past the hold"):
+        hold(release_of(fast_plan, threshold=2, maxFailures=2), step(1))
+    assert rounds.at == [1.0, 2.0, 3.0]  # at the end, then threshold x interval past it
+
+
+def test_a_slow_round_at_the_end_of_a_hold_leaves_the_analysis_its_rounds(rounds, fast_plan):
+    rounds.coming.extend([None, True])
+    rounds.takes = 2.5  # longer than the 2 s the analysis may stay undecided past the hold
+    hold(release_of(fast_plan, threshold=2, maxFailures=2), step(1))
+    assert rounds.at == [1.0, 3.5]
+    assert rounds.coming == []

@@ -10,9 +10,16 @@ Like Flagger's built-in Istio metrics they read what the destination sidecar rep
   ``histogram_quantile(0.99, ...)`` over the bucket rates summed by ``le`` (milliseconds).
 
 Each exists for the canary workload (``{{ canary }}``, the metric's plain name) and for the
-stable one (``{{ stable }}``, prefixed ``stable-``) for comparison. Counts (requests, 5xx,
-requests slower than a bucket bound ``{{ le }}``) over the window feed the no-data rule and
-the sequential judge; the duration buckets by ``le`` give the stable's latency profile.
+stable one (``{{ stable }}``, prefixed ``stable-``) for comparison.
+
+Judging reads counts, not rates: the counters themselves (each series' last sample within
+5 minutes), summed over the workload's series by response code and by histogram bucket
+(``canary-counters-by-code``, ``canary-counters-by-le``), at the two ends of a window;
+their differences are the window's whole counts (see counts.py). A pod that restarts
+leaves its old series at their last value while the new ones count from zero, so the sums
+still only grow. The ``increase()`` forms of the same sums stand in for a
+window in which a counter was reset. Requests and 5xx per window with ``increase()``
+(``canary-requests``, ``canary-errors``) bound the windows of custom Mann-Whitney metrics.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from canary.analysis.spec import DURATION, SUCCESS_RATE
 
 _REQUESTS = "istio_requests_total"
 _BUCKETS = "istio_request_duration_milliseconds_bucket"
-_COUNT = "istio_request_duration_milliseconds_count"
 _WINDOW = "[{{ interval }}]"
 _NOT_5XX = 'response_code!~"5.*"'
+# A counter's last sample counts this long: a failed scrape marks series stale, and an
+# instant selector would read them as gone (and the next window as everything since).
+COUNTER_LOOKBACK = "5m"
 _5XX = 'response_code=~"5.*"'
 
 
@@ -50,12 +59,12 @@ def _duration(role: str) -> str:
     return f"histogram_quantile(0.99, sum by (le) ({rates}))"
 
 
-def _buckets(role: str) -> str:
-    return "sum by (le) (increase(" + _BUCKETS + _selector(role) + _WINDOW + "))"
-
-
-def _slow(role: str) -> str:
-    return _increase(_COUNT, role) + " - " + _increase(_BUCKETS, role, 'le="{{ le }}"')
+def _by(label: str, series: str, role: str, window: bool = False) -> str:
+    """The counters summed by ``label``: as they are (their last sample within Prometheus's
+    lookback, through the gap of a failed scrape) or, with ``window``, their increase."""
+    if window:
+        return f"sum by ({label}) (increase({series}{_selector(role)}{_WINDOW}))"
+    return f"sum by ({label}) (last_over_time({series}{_selector(role)}[{COUNTER_LOOKBACK}]))"
 
 
 TEMPLATES: dict[str, str] = {
@@ -67,8 +76,12 @@ TEMPLATES: dict[str, str] = {
     "stable-requests": _increase(_REQUESTS, "stable"),
     "canary-errors": _increase(_REQUESTS, "canary", _5XX),
     "stable-errors": _increase(_REQUESTS, "stable", _5XX),
-    "canary-duration-buckets": _buckets("canary"),
-    "stable-duration-buckets": _buckets("stable"),
-    "canary-slow-requests": _slow("canary"),
-    "stable-slow-requests": _slow("stable"),
+    "canary-counters-by-code": _by("response_code", _REQUESTS, "canary"),
+    "stable-counters-by-code": _by("response_code", _REQUESTS, "stable"),
+    "canary-counters-by-le": _by("le", _BUCKETS, "canary"),
+    "stable-counters-by-le": _by("le", _BUCKETS, "stable"),
+    "canary-increase-by-code": _by("response_code", _REQUESTS, "canary", window=True),
+    "stable-increase-by-code": _by("response_code", _REQUESTS, "stable", window=True),
+    "canary-increase-by-le": _by("le", _BUCKETS, "canary", window=True),
+    "stable-increase-by-le": _by("le", _BUCKETS, "stable", window=True),
 }

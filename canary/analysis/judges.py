@@ -1,10 +1,12 @@
 """The judges: pure functions from metric values to verdicts (no Prometheus here).
 
-* threshold: Flagger's rule, the canary's value must lie in the metric's thresholdRange.
+* threshold: Flagger's rule, the canary's value must lie in the metric's thresholdRange;
+  for the built-in metrics a window fails only when its request counts show the breach at
+  the plan's confidence (see counts.py), and is otherwise inconclusive.
 * mann-whitney: Kayenta's NetflixACAJudge, canary windows against stable windows with a
   two-sided Mann-Whitney U test, the Hodges-Lehmann shift and its confidence interval;
   classes High/Low/Pass/Nodata and a weighted score with pass and marginal bands.
-* sequential: an anytime-valid test on event counts (see sequential.py).
+* sequential: anytime-valid tests on event counts (see sequential.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu, norm
 
-from canary.analysis.sequential import RateRatioTest
+from canary.analysis.counts import ShareLimit, ShareVerdict
+from canary.analysis.sequential import RateRatioTest, ShareBoundTest
 from canary.analysis.spec import Direction, ThresholdRange
 
 
@@ -26,6 +29,8 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     NO_DATA = "no-data"
+    # The counts neither show a breach nor meet the bound: they pool into the next check.
+    INCONCLUSIVE = "inconclusive"
     MARGINAL = "marginal"  # mann-whitney score between the bands: a human decides
 
 
@@ -116,8 +121,104 @@ def threshold_check(
     )
 
 
+@dataclass(frozen=True)
+class LimitReading:
+    """One bound of a thresholdRange, as a limit on a share of a window's requests."""
+
+    bound: str  # "min 99", for reasons
+    limit: ShareLimit
+    events: float
+    total: float
+    event: str  # what an event is: "5xx", "slower than 250 ms"
+
+
+def count_check(
+    metric: str,
+    value: float | None,
+    bounds: ThresholdRange,
+    readings: Sequence[LimitReading],
+    requests: float,
+    min_requests: int,
+    confidence: float,
+    *,
+    pooled: int = 1,
+    critical: bool = False,
+    weight: float = 1.0,
+) -> MetricVerdict:
+    """A built-in metric's window against its thresholdRange, on the window's counts.
+
+    Fail when the counts show a bound is breached at ``confidence`` (however few the
+    requests); else no data below ``min_requests``; else inconclusive while the observed
+    value is outside the range; else pass. ``pooled``: how many checks the counts span.
+    """
+    common = {"value": value, "requests": requests, "critical": critical, "weight": weight}
+    stat: dict[str, Any] = {"min": bounds.min, "max": bounds.max, "confidence": confidence}
+    if pooled > 1:
+        stat["pooled_checks"] = pooled
+    judged = [(r, r.limit.judge(r.events, r.total, confidence)) for r in readings]
+    for r, _ in judged:
+        stat[f"events_vs_{r.bound.split()[0]}"] = _round(r.events, 3)
+    failed = [r for r, v in judged if v is ShareVerdict.FAIL]
+    pool = f" (pooled over {pooled} checks)" if pooled > 1 else ""
+    if failed:
+        r = failed[0]
+        return MetricVerdict(
+            metric,
+            Verdict.FAIL,
+            classification=Classification.LOW if r.bound.startswith("min") else Classification.HIGH,
+            statistic=stat,
+            reason=f"{_num(value)} outside {_range(bounds)}: {_events(r)}, shown at "
+            f"{_percent(confidence)} confidence{pool}",
+            **common,
+        )
+    if requests < min_requests:
+        return MetricVerdict(
+            metric,
+            Verdict.NO_DATA,
+            classification=Classification.NODATA,
+            statistic=stat,
+            reason=f"{_num(requests)} canary requests, fewer than {min_requests}{pool}",
+            **common,
+        )
+    unsure = [r for r, v in judged if v is ShareVerdict.INCONCLUSIVE]
+    if unsure:
+        r = unsure[0]
+        needed = r.limit.events_to_fail(r.total, confidence)
+        shown = "none can fail it" if needed is None else f"it fails {_from(r, needed)}"
+        return MetricVerdict(
+            metric,
+            Verdict.INCONCLUSIVE,
+            statistic=stat | {"fails_from": needed},
+            reason=f"{_num(value)} outside {_range(bounds)} but not shown at "
+            f"{_percent(confidence)} confidence: {_events(r)}; at {_num(r.total)} requests "
+            f"{shown}{pool}",
+            **common,
+        )
+    return MetricVerdict(
+        metric,
+        Verdict.PASS,
+        classification=Classification.PASS,
+        statistic=stat,
+        reason=f"{_num(value)} within {_range(bounds)}",
+        **common,
+    )
+
+
+def _events(r: LimitReading) -> str:
+    return f"{_num(r.events)} of {_num(r.total)} requests {r.event}"
+
+
+def _from(r: LimitReading, needed: int) -> str:
+    return f"from {needed} {r.event}" if r.limit.at_most else f"at {needed} {r.event} or fewer"
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:g} %"
+
+
 def judge_all(verdicts: Sequence[MetricVerdict]) -> JudgeOutcome:
-    """Every metric must pass: any fail fails the check, else any no-data makes it no-data."""
+    """Every metric must pass: any fail fails the check, else any no-data makes it no-data,
+    else any inconclusive metric makes it inconclusive."""
     metrics = tuple(verdicts)
     failed = [v for v in metrics if v.verdict is Verdict.FAIL]
     final = any(v.final for v in failed)
@@ -126,6 +227,9 @@ def judge_all(verdicts: Sequence[MetricVerdict]) -> JudgeOutcome:
     missing = [v for v in metrics if v.verdict is Verdict.NO_DATA]
     if missing:
         return JudgeOutcome(Verdict.NO_DATA, metrics, _names("no data for", missing))
+    unsure = [v for v in metrics if v.verdict is Verdict.INCONCLUSIVE]
+    if unsure:
+        return JudgeOutcome(Verdict.INCONCLUSIVE, metrics, _names("inconclusive:", unsure))
     return JudgeOutcome(Verdict.PASS, metrics, "every metric passed")
 
 
@@ -225,9 +329,10 @@ def mann_whitney_check(
     weight: float = 1.0,
     value: float | None = None,
     requests: float | None = None,
-    guard: ThresholdRange | None = None,
+    guard: MetricVerdict | None = None,
 ) -> MetricVerdict:
-    """One metric's comparison; a thresholdRange, if given, also bounds the current value."""
+    """One metric's comparison; ``guard``, the current window against the metric's
+    thresholdRange (if it has one), makes it High or Low when it failed."""
     cls, shift = mann_whitney_classify(
         canary, stable, direction, confidence, tolerance, min_samples
     )
@@ -240,10 +345,9 @@ def mann_whitney_check(
             "p_value": _round(shift.p_value),
         }
     reason = _mw_reason(cls, shift, len(canary), len(stable), min_samples)
-    if guard is not None and value is not None and not guard.holds(value):
-        high = guard.max is not None and value > guard.max
-        cls = Classification.HIGH if high else Classification.LOW
-        reason = f"{_num(value)} outside {_range(guard)}"
+    if guard is not None and guard.verdict is Verdict.FAIL:
+        cls = guard.classification or Classification.HIGH
+        reason = guard.reason
     verdict = {
         Classification.PASS: Verdict.PASS,
         Classification.NODATA: Verdict.NO_DATA,
@@ -306,6 +410,17 @@ class Counts:
     stable_total: float
 
 
+@dataclass(frozen=True)
+class GuardReading:
+    """A sequential guard (one bound of a thresholdRange) and this interval's canary counts."""
+
+    test: ShareBoundTest
+    bound: str  # "min 99"
+    events: float
+    total: float
+    event: str  # "5xx", "slower than 250 ms"
+
+
 def sequential_check(
     metric: str,
     test: RateRatioTest,
@@ -313,17 +428,24 @@ def sequential_check(
     min_requests: int = 0,
     *,
     event: str = "5xx",
+    guards: Sequence[GuardReading] = (),
+    value: float | None = None,
+    stable: float | None = None,
     critical: bool = False,
     weight: float = 1.0,
 ) -> MetricVerdict:
-    """Feed one interval to the metric's test; a rejection is final, it never un-happens."""
+    """Feed one interval to the metric's test and guards; a rejection is final."""
     test.update(
         counts.canary_events, counts.canary_total, counts.stable_events, counts.stable_total
     )
+    for g in guards:
+        g.test.update(g.events, g.total)
     stat = test.summary()
+    for g in guards:
+        stat[f"guard {g.bound} log_e_value"] = round(g.test.log_statistic, 3)
     common = {
-        "value": _share(counts.canary_events, counts.canary_total),
-        "stable": _share(counts.stable_events, counts.stable_total),
+        "value": _share(counts.canary_events, counts.canary_total) if value is None else value,
+        "stable": _share(counts.stable_events, counts.stable_total) if value is None else stable,
         "requests": counts.canary_total,
         "statistic": stat,
         "critical": critical,
@@ -331,8 +453,18 @@ def sequential_check(
     }
     if test.rejected:
         reason = (
-            f"canary {event} rate above stable's: log e-value {stat['log_e_value']} >= "
-            f"{stat['log_threshold']} (alpha {test.alpha:g})"
+            f"sequential test: canary {event} rate above the stable's, log e-value "
+            f"{stat['log_e_value']} >= {stat['log_threshold']} (alpha {test.alpha:g})"
+        )
+        return MetricVerdict(metric, Verdict.FAIL, reason=reason, final=True, **common)
+    breached = [g for g in guards if g.test.rejected]
+    if breached:
+        g = breached[0]
+        side = "above" if g.test.at_most else "below"
+        reason = (
+            f"sequential guard {g.bound}: canary share of requests {g.event} {side} "
+            f"{_percent(g.test.limit)}, log e-value {g.test.log_statistic:.3f} >= "
+            f"{g.test.log_threshold:.3f} (alpha {g.test.alpha:g})"
         )
         return MetricVerdict(metric, Verdict.FAIL, reason=reason, final=True, **common)
     if counts.canary_total < min_requests:

@@ -199,8 +199,14 @@ class JudgeSpec(Model):
     """How checks are judged: Flagger's thresholds, Kayenta-style Mann-Whitney, or sequential."""
 
     kind: JudgeKind = "threshold"
+    confidence: float = Field(
+        0.98,
+        gt=0.5,
+        lt=1,
+        description="How sure the counts must be that a built-in metric breached its "
+        "thresholdRange (threshold, mann-whitney); Mann-Whitney's interval.",
+    )
     # mann-whitney
-    confidence: float = Field(0.98, gt=0.5, lt=1)
     effect_size_tolerance: float = Field(0.25, ge=0, le=100)
     pass_score: float = Field(95.0, ge=0, le=100)
     marginal_score: float = Field(75.0, ge=0, le=100)
@@ -216,6 +222,13 @@ class JudgeSpec(Model):
         gt=0,
         le=_MAX_LATENCY_MS,
         description="Slow means above this; default: the stable's p99 bucket.",
+    )
+    detectable_points: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="A step's traffic supports a decision when a canary this many percentage "
+        "points worse than the stable would have been caught; else a person decides.",
     )
 
     @model_validator(mode="after")

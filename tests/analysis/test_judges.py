@@ -23,6 +23,7 @@ from canary.analysis.judges import (
 )
 from canary.analysis.sequential import (
     RateRatioTest,
+    ShareBoundTest,
     histogram_quantile,
     interval_log_lr,
     log_ratio_grid,
@@ -121,10 +122,12 @@ def test_mann_whitney_check_reports_its_statistic():
     v = mann_whitney_check("p99", rng.normal(120, 5, 20), rng.normal(100, 5, 20), "increase")
     assert v.verdict is Verdict.FAIL and v.classification is Classification.HIGH
     assert {"hl_estimate", "ci_low", "ci_high", "p_value"} <= set(v.statistic)
+    breached = threshold_check("p99", 900, ThresholdRange(max=500))
     guard = mann_whitney_check(
-        "p99", [100.0] * 6, [100.0] * 6, "increase", value=900, guard=ThresholdRange(max=500)
+        "p99", [100.0] * 6, [100.0] * 6, "increase", value=900, guard=breached
     )
-    assert guard.verdict is Verdict.FAIL and "outside" in guard.reason
+    assert guard.verdict is Verdict.FAIL and guard.classification is Classification.HIGH
+    assert guard.reason == breached.reason
 
 
 def _mv(name, cls, weight=1.0, critical=False):
@@ -260,3 +263,51 @@ def test_histogram_quantile_matches_prometheus():
     assert histogram_quantile(0.99, [(10, 0), (math.inf, 0)]) is None
     assert histogram_quantile(0.99, [(10, 1), (math.inf, 10)]) == 10  # +Inf: highest bound
     assert slow_bound(buckets, 60) == 100 and slow_bound(buckets, 600) is None
+
+
+# --- sequential guards and what a hold's traffic can show -----------------------------------
+
+
+@pytest.mark.parametrize("at_most", [True, False])
+def test_a_guard_at_its_limit_alarms_at_most_alpha_however_often_it_looks(at_most):
+    rng = np.random.default_rng(8)
+    alpha, limit, streams = 0.05, 0.01 if at_most else 0.99, 500
+    alarms = 0
+    for _ in range(streams):
+        test = ShareBoundTest(alpha, limit, at_most)
+        for _ in range(100):  # every share exactly at the limit: the hardest healthy case
+            n = rng.poisson(rng.gamma(4, 25))
+            if test.update(rng.binomial(n, limit), n):
+                alarms += 1
+                break
+    assert alarms / streams <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / streams), alarms
+
+
+def test_a_guard_catches_a_clear_breach_and_a_floor_of_100_percent_is_exact():
+    test = ShareBoundTest(0.0025, 0.01)
+    looks = next(k for k in range(1, 100) if test.update(5, 100))  # 5 % against at most 1 %
+    assert looks <= 3 and test.summary()["rejected"]
+    none_at_all = ShareBoundTest(0.0025, 0.0)  # a floor of 100 %: one 5xx proves it broken
+    assert not none_at_all.update(0, 1000) and none_at_all.update(1, 1000)
+
+
+def test_requests_to_see_is_about_what_detects_half_the_time():
+    rng = np.random.default_rng(9)
+    quiet = RateRatioTest(0.005)
+    for _ in range(20):
+        quiet.update(0, 10, 1, 90)  # stable at about 1.1 %, canary share 10 %
+    needed = quiet.requests_to_see(1.0)
+    assert needed is not None and needed > quiet.canary_total
+    # A canary one point worse than the stable, served `needed` requests in the same split:
+    looks = math.ceil(needed / 10)
+    detected = 0
+    for _ in range(200):
+        test = RateRatioTest(0.005)
+        for _ in range(looks):
+            detected_now = test.update(rng.binomial(10, 0.021), 10, rng.binomial(90, 0.011), 90)
+        detected += detected_now
+    assert 0.25 <= detected / 200 <= 0.85, detected
+    busy = RateRatioTest(0.005)
+    for _ in range(20):
+        busy.update(1, 1000, 10, 9000)
+    assert busy.requests_to_see(1.0) is None  # 20 000 canary requests would have shown it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import socket
 import threading
@@ -16,6 +17,7 @@ from canary.analysis.analyzer import Analyzer, Decision
 from canary.analysis.istio_metrics import TEMPLATES
 from canary.analysis.judges import Verdict
 from canary.analysis.prometheus import MetricsQueryError, MetricsUnavailable, PrometheusProvider
+from canary.analysis.readings import Readings
 from canary.analysis.sequential import histogram_quantile
 from canary.analysis.spec import render, safe_values
 from canary.plan import AnalysisSpec
@@ -132,17 +134,25 @@ def ratio(provider: PrometheusProvider, numerator: str, denominator: str) -> flo
     return provider.query(f"({numerator}) / ({denominator})")
 
 
-def test_counts_and_buckets(provider):
-    assert provider.query(query("canary-requests")) > 100
-    errors = ratio(provider, query("canary-errors"), query("canary-requests"))
-    assert errors == pytest.approx(0.05)
-    buckets = provider.query_vector(query("stable-duration-buckets"))
-    assert sorted(labels["le"] for labels, _ in buckets) == sorted(BOUNDS)
-    slow = render(
-        TEMPLATES["stable-slow-requests"],
-        {**safe_values(NAMESPACE, "reviews", CANARY, STABLE), "interval": "10s", "le": "100"},
-    )
-    assert ratio(provider, slow, query("stable-requests")) == pytest.approx(1 / 200)
+def test_counters_give_each_window_whole_counts(provider, prometheus):
+    """Windows between any two times hold whole batches: no extrapolation, no fractions."""
+    readings = Readings(provider, safe_values(NAMESPACE, "reviews", CANARY, STABLE), True)
+    now = prometheus.query_value("time()")
+    for workload, role in ((CANARY, "canary"), (STABLE, "stable")):
+        codes, buckets = BATCHES[workload]
+        window = readings.between(role, now - 7.3, now)
+        batches = window.requests / sum(codes.values())
+        assert batches == round(batches) and 5 <= batches <= 9, window
+        errors = sum(n for code, n in codes.items() if code.startswith("5"))
+        assert window.errors == errors * batches
+        cumulative = itertools.accumulate(buckets)
+        expected = [(float(b), c * batches) for b, c in zip(BOUNDS, cumulative, strict=True)]
+        assert list(window.buckets) == expected
+        # Windows that meet share their reading: together they are the whole span.
+        halves = readings.between(role, now - 7.3, now - 3).plus(
+            readings.between(role, now - 3, now)
+        )
+        assert halves == window
 
 
 def test_query_range_gives_one_value_per_step(provider, prometheus):

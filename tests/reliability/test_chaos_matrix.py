@@ -202,8 +202,9 @@ def prometheus_for(box: Any) -> Iterator[PrometheusServer]:
 def matrix_plan(fast_plan: Any, prometheus: PrometheusServer | None) -> Any:
     analysis: dict[str, Any] = {"interval": 1, "threshold": 2}
     if prometheus is not None:
+        # Nobody answers here: no data fails a check rather than ask at the hold's end.
         analysis |= {
-            "noData": {"minRequests": 5},
+            "noData": {"minRequests": 5, "onNoData": "fail"},
             "prometheus": {"url": prometheus.url, "timeout": 1, "retries": 1,
                            "onUnreachable": "rollback"},
             "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99},
