@@ -268,7 +268,7 @@ def mesh_on_cluster(real_cluster: RealCluster) -> Iterator[Any]:
     binary = require_prometheus()
     started: list[MeshWithMetrics] = []
 
-    def start(scenario: str = "healthy") -> MeshWithMetrics:
+    def start(scenario: str = "healthy", *, with_prometheus: bool = True) -> MeshWithMetrics:
         # 200 requests a second: a 5 s window at 20 % holds ~200 canary requests, enough
         # that a faulty canary's errors always show and a healthy one's never do.
         mesh = MeshOnCluster(
@@ -280,12 +280,13 @@ def mesh_on_cluster(real_cluster: RealCluster) -> Iterator[Any]:
         ).start()
         prometheus = PrometheusServer([mesh.metrics_url], binary=binary)
         started.append(MeshWithMetrics(mesh, prometheus))
-        prometheus.start()  # returns after a first successful scrape
+        if with_prometheus:
+            prometheus.start()  # returns after a first successful scrape
         return started[-1]
 
     yield start
     for running in started:
-        running.prometheus.stop()
+        running.prometheus.stop()  # nothing to stop when it was not started
         running.mesh.stop()
 
 
