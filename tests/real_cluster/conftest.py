@@ -296,3 +296,45 @@ def real_plan_data(plan_file: Path, **overrides: Any) -> dict[str, Any]:
     from tests.conftest import fast_plan_data_from
 
     return fast_plan_data_from(plan_file, **({"timeouts": {"readiness": 120}} | overrides))
+
+
+GATEWAY_API_ROLE = "canary-release-gateway-api"
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+RELEASE_RBAC = REPO / "deploy" / "kubernetes" / "release-rbac.yaml"
+
+
+@pytest.fixture(scope="package")
+def gateway_api_rights(real_cluster: RealCluster, admin_api: Any) -> dict[str, Any]:
+    """The HTTPRoute CRD (from ../shared/reference, installed with the cluster) Established,
+    and the Role canary-release-gateway-api with its RoleBinding from release-rbac.yaml
+    in place as the file has them (created here when missing). The Role, as the server
+    holds it."""
+    from kubernetes import client as k8s
+    from kubernetes import utils
+    from kubernetes.client.exceptions import ApiException
+
+    crd = k8s.ApiextensionsV1Api(admin_api).read_custom_resource_definition(HTTPROUTE_CRD)
+    assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
+    documents = [
+        doc
+        for doc in yaml.safe_load_all(RELEASE_RBAC.read_text())
+        if doc
+        and doc["kind"] in ("Role", "RoleBinding")
+        and doc["metadata"]["name"] == GATEWAY_API_ROLE
+    ]
+    assert sorted(doc["kind"] for doc in documents) == ["Role", "RoleBinding"]
+    for document in documents:
+        try:
+            utils.create_from_dict(admin_api, document)
+        except utils.FailToCreateError as failed:
+            if any(
+                not (isinstance(e, ApiException) and e.status == 409) for e in failed.api_exceptions
+            ):
+                raise
+    rbac = k8s.RbacAuthorizationV1Api(admin_api)
+    role = next(doc for doc in documents if doc["kind"] == "Role")
+    held = admin_api.sanitize_for_serialization(
+        rbac.read_namespaced_role(GATEWAY_API_ROLE, role["metadata"]["namespace"])
+    )
+    assert held["rules"] == role["rules"]  # exactly the file's rights, no more
+    return held
