@@ -243,6 +243,16 @@ class MeshWithMetrics:
     mesh: Any  # sandbox.mesh_on_cluster.MeshOnCluster
     prometheus: Any  # sandbox.prometheus.PrometheusServer
 
+    def wait_until_all_on(self, workload: str, service: str = "reviews") -> None:
+        """Until the mesh's traffic to ``service``, over the last two seconds, all went to
+        ``workload``: the mesh follows what the server holds."""
+        wait_until(
+            lambda: set(self.mesh.simulator.split(2.0, service)) == {workload},
+            60,
+            interval=0.2,
+            message=f"the mesh to send all of {service} to {workload}",
+        )
+
     def analysis(self) -> dict[str, Any]:
         """A plan's analysis with the metrics judged from this Prometheus, at test speed."""
         return {

@@ -39,7 +39,6 @@ from tests.real_cluster.routes import (
     route_objects,
     unplanned,
 )
-from tests.real_cluster.test_release import mesh_sends_all_to
 from tests.real_cluster.test_validation import dry_run_create, plan_output
 
 pytestmark = pytest.mark.timeout(600)
@@ -102,7 +101,7 @@ def test_a_gateway_api_release_is_promoted_on_the_real_server(
             *ISTIO, fresh_reviews, "virtualservices", "reviews"
         )
     )
-    mesh_sends_all_to(running, CANARY)
+    running.wait_until_all_on(CANARY)
 
 
 # --- validation -------------------------------------------------------------------------

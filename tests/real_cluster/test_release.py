@@ -39,7 +39,6 @@ from tests.real_cluster.routes import (
     unplanned,
     unplanned_destination_rules,
 )
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("prefect_api_url")]
 
@@ -64,16 +63,6 @@ def destinations(virtual_service: dict[str, Any]) -> list[list[tuple[str, int | 
         [(d["destination"].get("subset"), d.get("weight")) for d in route["route"]]
         for route in virtual_service["spec"]["http"]
     ]
-
-
-def mesh_sends_all_to(running: MeshWithMetrics, workload: str) -> None:
-    """The mesh's traffic to reviews, over the last two seconds, all on ``workload``."""
-    wait_until(
-        lambda: set(running.mesh.simulator.split(2.0, "reviews")) == {workload},
-        60,
-        interval=0.2,
-        message=f"the mesh to send all of reviews to {workload}",
-    )
 
 
 def test_a_healthy_canary_is_promoted_and_every_phase_is_the_planners(
@@ -105,7 +94,7 @@ def test_a_healthy_canary_is_promoted_and_every_phase_is_the_planners(
     apps = k8s.AppsV1Api(admin_api)
     assert gone(lambda: apps.read_namespaced_deployment(REVIEWS_STABLE, fresh_reviews))
     assert deployment_available(apps, fresh_reviews, CANARY)
-    mesh_sends_all_to(running, CANARY)
+    running.wait_until_all_on(CANARY)
 
 
 def test_a_faulty_canary_is_rolled_back_to_all_stable(
@@ -142,4 +131,4 @@ def test_a_faulty_canary_is_rolled_back_to_all_stable(
     apps = k8s.AppsV1Api(admin_api)
     assert gone(lambda: apps.read_namespaced_deployment(CANARY, fresh_reviews))
     assert deployment_available(apps, fresh_reviews, REVIEWS_STABLE)
-    mesh_sends_all_to(running, REVIEWS_STABLE)
+    running.wait_until_all_on(REVIEWS_STABLE)

@@ -142,3 +142,4 @@ def test_a_killed_run_resumes_at_its_step_on_the_real_server(
     notes = stored_notes()
     assert LEASE not in notes and LEASE_HOLDER not in notes  # given back at the end
     assert notes[OUTCOME] == "promoted"
+    running.wait_until_all_on(CANARY)
