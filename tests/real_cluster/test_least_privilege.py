@@ -1,6 +1,6 @@
 """The release's rights, as the real RBAC authorizer decides them for release.kubeconfig.
 
-The Roles in deploy/kubernetes/release-rbac.yaml are applied unchanged by `up`; each call here
+The Role in deploy/kubernetes/release-rbac.yaml is applied unchanged by `up`; each call here
 is a real request with the ServiceAccount's token, refused or allowed by kube-apiserver.
 """
 
@@ -71,8 +71,8 @@ def deployment(name: str, namespace: str) -> dict[str, Any]:
 
 
 def granted_verbs() -> dict[tuple[str, str], set[str]]:
-    """(group, resource) -> the verbs the file's Roles grant on it, all Roles together (the
-    ServiceAccount is bound to each of them)."""
+    """(group, resource) -> the verbs the file's Roles grant, all Roles together: the
+    cluster binds each of them to the release's ServiceAccount."""
     granted: dict[tuple[str, str], set[str]] = {}
     for role in yaml.safe_load_all(ROLE_FILE.read_text()):
         if role["kind"] != "Role":
