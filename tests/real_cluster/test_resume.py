@@ -44,7 +44,7 @@ PLAN_FILE = REPO / "configs" / "bookinfo-reviews.yaml"
 STEP_HOLD = "8s"  # long enough to kill the run in the middle of step-1
 STEPS = [{"weight": 20, "hold": STEP_HOLD}, {"weight": 50, "hold": "1s"}]
 LEASE_TTL = "3"  # the second run waits this long for the dead run's lease
-RUN_TIMEOUT = 600
+RUN_TIMEOUT = 240  # each of: the first run reaching step-1, the second run
 
 
 def canary_run(plan_path: Path, real_cluster: RealCluster, mesh_url: str) -> list[str]:
