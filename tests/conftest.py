@@ -106,9 +106,14 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., RunningSandbox]]:
 
 def _fast_plan_data(**overrides: Any) -> dict[str, Any]:
     """The BookInfo reviews plan with waits short enough for tests."""
+    return fast_plan_data_from(REPO / "configs" / "bookinfo-reviews.yaml", **overrides)
+
+
+def fast_plan_data_from(plan_file: Path, **overrides: Any) -> dict[str, Any]:
+    """A plan file's data with waits short enough for tests, top-level fields overridden."""
     import yaml
 
-    data = yaml.safe_load((REPO / "configs" / "bookinfo-reviews.yaml").read_text())
+    data = yaml.safe_load(plan_file.read_text())
     for unattended in ("gates", "notifications"):  # nobody approves in a test
         data.pop(unattended, None)
     data["headerRoute"]["hold"] = 0

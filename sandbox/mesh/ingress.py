@@ -55,7 +55,9 @@ def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]
     }
     if status >= 500:
         return {**body, "error": "internal server error"}
-    if result.destination_service_name != "reviews":
+    # The workload answers as its app does, also when reached through a per-version
+    # Service (reviews-v2, an HTTPRoute's backend).
+    if (result.app or result.destination_service_name) != "reviews":
         return {**body, "service": result.destination_service_name}
     parts = path.split("?", 1)[0].strip("/").split("/")
     product = parts[1] if len(parts) > 1 and parts[1] else "0"

@@ -8,6 +8,7 @@ is one cluster, up for this package's tests only (package-scoped fixtures).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -149,3 +150,201 @@ def bookinfo(real_cluster: RealCluster, admin_api: Any) -> list[str]:
             message=f"Deployment {name} Available",
         )
     return names
+
+
+# --- releases on the real server -------------------------------------------------------
+
+REVIEWS_STABLE = "reviews-v1"
+RELEASE_LEFTOVERS = {  # what a release (or a test before) may have left for the next one
+    ("networking.istio.io", "v1", "virtualservices"): ("reviews",),
+    ("networking.istio.io", "v1", "destinationrules"): ("reviews",),
+    ("gateway.networking.k8s.io", "v1", "httproutes"): ("reviews",),
+}
+VERSION_SERVICES = ("reviews-v1", "reviews-v2")  # the Gateway API release's backends
+CANARY = "reviews-v2"
+GONE_TIMEOUT = 120  # seconds; a foreground deletion waits for the ReplicaSets and Pods
+
+
+def gone(read: Any) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        read()
+    except ApiException as answer:
+        if answer.status == 404:
+            return True
+        raise
+    return False
+
+
+def _delete_quietly(delete: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        delete()
+    except ApiException as answer:
+        if answer.status != 404:
+            raise
+
+
+@pytest.fixture
+def fresh_reviews(real_cluster: RealCluster, admin_api: Any, bookinfo: list[str]) -> str:
+    """BookInfo as before any release of reviews: no routing objects, no canary, and
+    reviews-v1 Available (created again when a release before deleted it). The namespace."""
+    from kubernetes import client as k8s
+    from kubernetes import utils
+
+    namespace = real_cluster.release_namespace
+    custom, apps, core = (
+        k8s.CustomObjectsApi(admin_api),
+        k8s.AppsV1Api(admin_api),
+        k8s.CoreV1Api(admin_api),
+    )
+    for (group, version, plural), names in RELEASE_LEFTOVERS.items():
+        for name in names:
+            _delete_quietly(
+                functools.partial(
+                    custom.delete_namespaced_custom_object, group, version, namespace, plural, name
+                )
+            )
+    for name in VERSION_SERVICES:
+        _delete_quietly(lambda name=name: core.delete_namespaced_service(name, namespace))
+    _delete_quietly(
+        lambda: apps.delete_namespaced_deployment(
+            CANARY, namespace, propagation_policy="Foreground"
+        )
+    )
+    wait_until(
+        lambda: gone(lambda: apps.read_namespaced_deployment(CANARY, namespace)),
+        GONE_TIMEOUT,
+        interval=0.2,
+        message=f"Deployment {CANARY} deleted",
+    )
+    if gone(lambda: apps.read_namespaced_deployment(REVIEWS_STABLE, namespace)):
+        stable = next(
+            d
+            for d in bookinfo_documents()
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == REVIEWS_STABLE
+        )
+        utils.create_from_dict(admin_api, stable, namespace=namespace)
+    wait_until(
+        lambda: deployment_available(apps, namespace, REVIEWS_STABLE),
+        180,
+        interval=0.2,
+        message=f"Deployment {REVIEWS_STABLE} Available",
+    )
+    return namespace
+
+
+@dataclass
+class MeshWithMetrics:
+    """The sandbox's mesh routing by the real server, and a real Prometheus scraping it."""
+
+    mesh: Any  # sandbox.mesh_on_cluster.MeshOnCluster
+    prometheus: Any  # sandbox.prometheus.PrometheusServer
+
+    def wait_until_all_on(self, workload: str, service: str = "reviews") -> None:
+        """Until the mesh's traffic to ``service``, over the last two seconds, all went to
+        ``workload``: the mesh follows what the server holds."""
+        wait_until(
+            lambda: set(self.mesh.simulator.split(2.0, service)) == {workload},
+            60,
+            interval=0.2,
+            message=f"the mesh to send all of {service} to {workload}",
+        )
+
+    def analysis(self) -> dict[str, Any]:
+        """A plan's analysis with the metrics judged from this Prometheus, at test speed."""
+        return {
+            "interval": 2,
+            "threshold": 2,
+            "noData": {"minRequests": 5},
+            "prometheus": {"url": self.prometheus.url, "timeout": 2, "retries": 1},
+            "metrics": [
+                # A 5 s window holds several 1 s scrapes: rate() needs two.
+                {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "5s"},
+                {"name": "request-duration", "thresholdRange": {"max": 200}, "interval": "5s"},
+            ],
+        }
+
+
+@pytest.fixture
+def mesh_on_cluster(real_cluster: RealCluster) -> Iterator[Any]:
+    """Start the mesh (a scenario by name) against the real server, with Prometheus."""
+    from sandbox.mesh_on_cluster import MeshOnCluster
+    from sandbox.prometheus import PrometheusServer
+    from tests.support.prometheus import require_prometheus
+
+    binary = require_prometheus()
+    started: list[MeshWithMetrics] = []
+
+    def start(scenario: str = "healthy", *, with_prometheus: bool = True) -> MeshWithMetrics:
+        # 200 requests a second: a 5 s window at 20 % holds ~200 canary requests, enough
+        # that a faulty canary's errors always show and a healthy one's never do.
+        mesh = MeshOnCluster(
+            real_cluster.admin_kubeconfig,
+            namespace=real_cluster.release_namespace,
+            scenario=scenario,
+            rps=200,
+            seed=7,
+        ).start()
+        prometheus = PrometheusServer([mesh.metrics_url], binary=binary)
+        started.append(MeshWithMetrics(mesh, prometheus))
+        if with_prometheus:
+            prometheus.start()  # returns after a first successful scrape
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.prometheus.stop()  # nothing to stop when it was not started
+        running.mesh.stop()
+
+
+def real_plan_data(plan_file: Path, **overrides: Any) -> dict[str, Any]:
+    """A plan file's data at test speed, with room for the real controllers and kwok to
+    make the canary ready (a few seconds on a busy machine)."""
+    from tests.conftest import fast_plan_data_from
+
+    return fast_plan_data_from(plan_file, **({"timeouts": {"readiness": 120}} | overrides))
+
+
+GATEWAY_API_ROLE = "canary-release-gateway-api"
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+RELEASE_RBAC = REPO / "deploy" / "kubernetes" / "release-rbac.yaml"
+
+
+@pytest.fixture(scope="package")
+def gateway_api_rights(real_cluster: RealCluster, admin_api: Any) -> dict[str, Any]:
+    """The HTTPRoute CRD (from ../shared/reference, installed with the cluster) Established,
+    and the Role canary-release-gateway-api with its RoleBinding from release-rbac.yaml
+    in place as the file has them (created here when missing). The Role, as the server
+    holds it."""
+    from kubernetes import client as k8s
+    from kubernetes import utils
+    from kubernetes.client.exceptions import ApiException
+
+    crd = k8s.ApiextensionsV1Api(admin_api).read_custom_resource_definition(HTTPROUTE_CRD)
+    assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
+    documents = [
+        doc
+        for doc in yaml.safe_load_all(RELEASE_RBAC.read_text())
+        if doc
+        and doc["kind"] in ("Role", "RoleBinding")
+        and doc["metadata"]["name"] == GATEWAY_API_ROLE
+    ]
+    assert sorted(doc["kind"] for doc in documents) == ["Role", "RoleBinding"]
+    for document in documents:
+        try:
+            utils.create_from_dict(admin_api, document)
+        except utils.FailToCreateError as failed:
+            if any(
+                not (isinstance(e, ApiException) and e.status == 409) for e in failed.api_exceptions
+            ):
+                raise
+    rbac = k8s.RbacAuthorizationV1Api(admin_api)
+    role = next(doc for doc in documents if doc["kind"] == "Role")
+    held = admin_api.sanitize_for_serialization(
+        rbac.read_namespaced_role(GATEWAY_API_ROLE, role["metadata"]["namespace"])
+    )
+    assert held["rules"] == role["rules"]  # exactly the file's rights, no more
+    return held

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,14 +25,18 @@ from tests.real_cluster.conftest import REPO
 pytestmark = pytest.mark.timeout(600)
 
 PLAN = REPO / "configs" / "bookinfo-reviews.yaml"
-PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules"}
+PLURALS = {
+    "VirtualService": "virtualservices",
+    "DestinationRule": "destinationrules",
+    "HTTPRoute": "httproutes",
+}
 
 
 @cache
-def plan_output() -> str:
-    """What `canary plan -o yaml` prints, run once."""
+def plan_output(plan: Path = PLAN) -> str:
+    """What `canary plan -o yaml` prints for a plan file, run once."""
     done = subprocess.run(
-        [sys.executable, "-m", "canary", "plan", "-o", "yaml", str(PLAN)],
+        [sys.executable, "-m", "canary", "plan", "-o", "yaml", str(plan)],
         capture_output=True,
         text=True,
         check=True,

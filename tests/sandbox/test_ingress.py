@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.mesh.ingress import IngressServer
 from sandbox.mesh.istio_metrics import IstioMetrics
-from tests.support.mesh_objects import FakeStore, bookinfo_reviews, header_vs, split_vs
+from tests.support.mesh_objects import FakeStore, bookinfo_reviews, header_vs, service, split_vs
 
 
 def get(
@@ -138,3 +138,27 @@ def test_requests_are_recorded_in_the_shared_metrics(
     total = [s for f in families for s in f.samples if s.name == "istio_requests_total"]
     assert sum(s.value for s in total if s.labels["reporter"] == "destination") == 5
     assert sum(s.value for s in total if s.labels["reporter"] == "source") == 5
+
+
+def test_a_workload_reached_through_its_version_service_answers_as_its_app(
+    store: FakeStore, ingress: IngressServer
+) -> None:
+    # The Gateway API way: an HTTPRoute on reviews sends to the Service reviews-v2.
+    store.put("services", service("reviews-v2", {"app": "reviews", "version": "v2"}))
+    store.put(
+        "httproutes",
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {
+                "parentRefs": [{"kind": "Service", "name": "reviews", "port": 9080}],
+                "rules": [{"backendRefs": [{"name": "reviews-v2", "port": 9080}]}],
+            },
+        },
+    )
+    status, headers, body = get(f"{ingress.url}/reviews/0", "reviews:9080")
+    answer = json.loads(body)
+    assert (status, headers.get("x-served-by")) == (200, "reviews-v2")
+    assert answer["version"] == "v2" and len(answer["reviews"]) == 2  # BookInfo's shape
+    assert "service" not in answer
