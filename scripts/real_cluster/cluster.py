@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -474,6 +474,9 @@ def start_cluster(
     )
 
     insecure = self_signed_tls()
+    # The later components' ports are picked again just before each starts: a port picked
+    # at the beginning may have been taken meanwhile by another process of a busy machine.
+    ports = replace(ports, controller_manager=free_port())
     starter.run(
         "kube-controller-manager",
         controller_argv(
@@ -492,11 +495,13 @@ def start_cluster(
         ),
         lambda: answers(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
     )
+    ports = replace(ports, scheduler=free_port())
     starter.run(
         "kube-scheduler",
         controller_argv(bin_dir, "kube-scheduler", scheduler, ports.scheduler, directory, []),
         lambda: answers(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure),
     )
+    ports = replace(ports, kwok=free_port())
     starter.run(
         "kwok",
         kwok_argv(bin_dir, admin, ports),
