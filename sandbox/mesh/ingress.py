@@ -55,7 +55,9 @@ def response_body(result: RouteResult, status: int, path: str) -> dict[str, Any]
     }
     if status >= 500:
         return {**body, "error": "internal server error"}
-    if result.destination_service_name != "reviews":
+    # The workload's app answers, whichever Service routed to it (a per-version Service of
+    # an HTTPRoute's backends is still the reviews app).
+    if (result.app or result.destination_service_name) != "reviews":
         return {**body, "service": result.destination_service_name}
     parts = path.split("?", 1)[0].strip("/").split("/")
     product = parts[1] if len(parts) > 1 and parts[1] else "0"
