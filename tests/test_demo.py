@@ -7,11 +7,14 @@ import subprocess
 import sys
 
 from canary.exit_codes import BAD_INPUT, PROMOTED, ROLLED_BACK
+from sandbox.demo import CONFIGS
+
+GATEWAY_API_PLAN = ("--plan", str(CONFIGS / "bookinfo-reviews-gateway-api.yaml"))
 
 
-def start_demo(scenario: str, api_url: str) -> subprocess.Popen[str]:
+def start_demo(scenario: str, api_url: str, *flags: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "canary", "demo", "--scenario", scenario],
+        [sys.executable, "-m", "canary", "demo", "--scenario", scenario, *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -42,6 +45,35 @@ def test_healthy_is_promoted_faulty_and_unready_are_rolled_back(prefect_api_url)
         assert "outcome   rolled-back" in rolled_back
         assert "routing   v1 100%   v2 0%" in rolled_back
         assert "running   reviews-v1\n" in rolled_back
+    for _, stderr in outputs.values():
+        assert "Traceback" not in stderr
+
+
+def test_the_gateway_api_walk_through_is_promoted_and_a_faulty_canary_rolled_back(
+    prefect_api_url,
+):
+    demos = {s: start_demo(s, prefect_api_url, *GATEWAY_API_PLAN) for s in ("healthy", "faulty")}
+    outputs = {s: p.communicate(timeout=600) for s, p in demos.items()}
+    codes = {s: p.returncode for s, p in demos.items()}
+
+    assert codes == {"healthy": PROMOTED, "faulty": ROLLED_BACK}, outputs
+    healthy, faulty = outputs["healthy"][0], outputs["faulty"][0]
+
+    # The plan's steps (10 %, then 50 %), the header route, and the users' traffic moving.
+    assert "step-1  weight-changed  v2 at 10%" in healthy
+    assert "step-2  weight-changed  v2 at 50%" in healthy
+    assert "header-route  phase-finished" in healthy
+    assert "traffic  v1" in healthy
+    assert "outcome   promoted" in healthy
+    assert "routing   v1 0%   v2 100%   (HTTPRoute default/reviews read back)" in healthy
+    assert "traffic   v1   0%   v2 100%" in healthy
+    assert "running   reviews-v2\n" in healthy
+
+    assert "reason    test: checks failed" in faulty
+    assert "outcome   rolled-back" in faulty
+    assert "routing   v1 100%   v2 0%   (HTTPRoute default/reviews read back)" in faulty
+    assert "traffic   v1 100%   v2   0%" in faulty
+    assert "running   reviews-v1\n" in faulty
     for _, stderr in outputs.values():
         assert "Traceback" not in stderr
 
