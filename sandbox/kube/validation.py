@@ -246,7 +246,11 @@ _COPIED = (
     "x-kubernetes-validations",
     "x-sandbox-checks",
 )
-_OBJECT_META = {"type": "object"}  # metadata is checked by the API server itself
+_OBJECT_META = {"type": "object"}
+_RULES = (
+    "x-kubernetes-validations",
+    "x-sandbox-checks",
+)  # metadata is checked by the API server itself
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +336,11 @@ class StructuralValidator:
 
     def errors(self, obj: Any) -> list[FieldError]:
         found: list[FieldError] = []
-        for err in self._validator.iter_errors(obj):
+        raised = list(self._validator.iter_errors(obj))
+        # As the API server does, a value of the wrong type leaves the rules unevaluated.
+        if any(err.validator == "type" for err in raised):
+            raised = [err for err in raised if err.validator not in _RULES]
+        for err in raised:
             found.extend(_field_errors(err))
         return sorted(set(found), key=lambda e: (e.field, e.reason, e.detail))
 
