@@ -151,7 +151,8 @@ def _service_has_port(ref: dict[str, Any]) -> bool:
 SERVICE_PORT = (_service_has_port, "a backend that is a Service must give its port")
 
 
-def backend_ref(*, with_filters: bool) -> Schema:
+def backend_ref(*, in_rule: bool) -> Schema:
+    """A backendRef: of a rule (weighted, with filters of its own), or of a mirror."""
     fields: dict[str, Schema] = {
         "group": group_name(default=""),
         "kind": kind_name(default="Service"),
@@ -159,7 +160,7 @@ def backend_ref(*, with_filters: bool) -> Schema:
         "namespace": namespace_name(),
         "port": port_number(),
     }
-    if with_filters:
+    if in_rule:
         fields["filters"] = filters()
         fields["weight"] = int32(default=1, minimum=0, maximum=MAX_WEIGHT)
     return checked(obj(fields, required=["name"]), SERVICE_PORT)
@@ -329,7 +330,7 @@ def request_mirror() -> Schema:
     )
     schema = obj(
         {
-            "backendRef": backend_ref(with_filters=False),
+            "backendRef": backend_ref(in_rule=False),
             "fraction": fraction,
             "percent": int32(minimum=0, maximum=100),
         },
@@ -451,7 +452,7 @@ def _timeouts_ordered(timeouts: dict[str, Any]) -> bool:
 def route_rule() -> Schema:
     schema = obj(
         {
-            "backendRefs": atomic(backend_ref(with_filters=True), MAX_BACKENDS),
+            "backendRefs": atomic(backend_ref(in_rule=True), MAX_BACKENDS),
             "filters": filters(),
             "matches": atomic(route_match(), MAX_MATCHES_PER_RULE, default=[dict(DEFAULT_MATCH)]),
             "name": section_name(),

@@ -246,11 +246,8 @@ _COPIED = (
     "x-kubernetes-validations",
     "x-sandbox-checks",
 )
-_OBJECT_META = {"type": "object"}
-_RULES = (
-    "x-kubernetes-validations",
-    "x-sandbox-checks",
-)  # metadata is checked by the API server itself
+_OBJECT_META = {"type": "object"}  # metadata is checked by the API server itself
+_RULES = ("x-kubernetes-validations", "x-sandbox-checks")  # rules beside the schema
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
