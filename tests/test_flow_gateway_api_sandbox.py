@@ -1,11 +1,16 @@
 """The canary-release flow on the Gateway API, end to end on the emulated sandbox.
 
 The sandbox's API server serves the HTTPRoutes the release writes, and its mesh routes the
-simulated traffic by them. At the end of every phase, while that phase's routing holds,
-traffic is sent through the traffic simulator and the versions that served it are counted
-from the Istio metrics the sandbox exports; the shares must be those the HTTPRoute, as the
-API server holds it, gives (its weighted rule for plain requests, its header rule for user
-jason's).
+simulated traffic by them. After every phase, while that phase's routing holds, traffic is
+sent through the traffic simulator and the versions that served it are counted from the
+Istio metrics the sandbox exports; the shares must be those the HTTPRoute, as the API server
+holds it, gives (its weighted rule for plain requests, its header rule for user jason's).
+
+The release does not wait for its notifiers, so the plan has a gate wherever a gate may
+stand (before the header route, each step, promote and cleanup): the release waits there,
+its routing held, while the traffic is counted, and then the meter approves, as a person
+would. isolate and deploy have no gate after them; they are measured as they end, and the
+split must be the same by the route read before and after the counting.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from canary.approvals.decisions import auto_approve
 from canary.cluster import created_by, is_ready
 from canary.events import EventKind, ReleaseEvent
 from canary.notify import notifying
@@ -34,13 +40,16 @@ SIMULATED_CALLER = "productpage-v1"
 # How far a measured share may stray from the expected one: this many standard deviations
 # of a binomial share over the requests counted.
 SIGMAS = 5.0
+GATED = ("header-route", "step-1", "promote", "cleanup")
+UNGATED = ("isolate", "deploy")  # no gate may follow them: measured as they end
+GATE_TIMEOUT_S = 300
 
 
 @dataclass
 class Measurement:
-    route: dict[str, Any]  # the HTTPRoute the API server held while traffic was counted
+    route: dict[str, Any]  # the HTTPRoute the API server held as the traffic was sent
+    route_after: dict[str, Any]  # and once it was counted
     served: dict[str, float]  # requests per destination workload
-    route_held: bool  # the HTTPRoute did not change while the traffic was counted
 
     @property
     def total(self) -> float:
@@ -69,7 +78,11 @@ def served_by(metrics_url: str) -> dict[str, float]:
 
 
 class SplitMeter:
-    """A notifier that, as each phase ends, measures the traffic split its routing gives."""
+    """A notifier that measures the split of the routing each phase leaves in place.
+
+    Measured: as isolate and deploy end, and at each gate (the routing of the phase before
+    it), which it then approves.
+    """
 
     def __init__(self, box: Any) -> None:
         self.box = box
@@ -77,8 +90,13 @@ class SplitMeter:
         self._lock = threading.Lock()
 
     def notify(self, event: ReleaseEvent) -> None:
-        if event.kind == EventKind.PHASE_FINISHED and event.phase:
+        if event.kind == EventKind.PHASE_FINISHED and event.phase in UNGATED:
             self.measure(event.phase)
+        elif event.kind == EventKind.APPROVAL_REQUESTED and event.phase in GATED:
+            self.measure(f"before {event.phase}")
+            # The release id is the flow run's: these releases are not given one.
+            gate = event.gate or event.phase
+            auto_approve(event.identity.release_id, gate, who="meter", timeout=GATE_TIMEOUT_S)
 
     def measure(self, label: str) -> Measurement:
         with self._lock:
@@ -86,17 +104,12 @@ class SplitMeter:
             before = served_by(self.box.sandbox.metrics_url)
             self.box.sandbox.simulator.send(REQUESTS_PER_PHASE)
             after = served_by(self.box.sandbox.metrics_url)
-            now = self.box.get("httproutes", "reviews")
-            held = _version(now) == _version(route)
+            route_after = copy.deepcopy(self.box.get("httproutes", "reviews"))
             served = {
                 w: after[w] - before.get(w, 0.0) for w in after if after[w] > before.get(w, 0)
             }
-            self.by_phase[label] = Measurement(route, served, held)
+            self.by_phase[label] = Measurement(route, route_after, served)
             return self.by_phase[label]
-
-
-def _version(route: dict[str, Any] | None) -> str | None:
-    return (route or {}).get("metadata", {}).get("resourceVersion")
 
 
 # --- what the HTTPRoute says ---------------------------------------------------------------
@@ -130,10 +143,11 @@ def expected_share(route: dict[str, Any], service: str, jason_share: float) -> f
 
 
 def assert_split_follows_the_route(measurement: Measurement, jason_share: float, label: str):
-    assert measurement.route_held, f"{label}: the route changed while traffic was counted"
+    want = expected_share(measurement.route, "reviews-v2", jason_share)
+    held = expected_share(measurement.route_after, "reviews-v2", jason_share)
+    assert held == want, f"{label}: the split changed while traffic was counted"
     assert measurement.total >= REQUESTS_PER_PHASE, label
     assert set(measurement.served) <= {"reviews-v1", "reviews-v2"}, (label, measurement.served)
-    want = expected_share(measurement.route, "reviews-v2", jason_share)
     got = measurement.share("reviews-v2")
     if want in (0.0, 1.0):
         assert got == want, f"{label}: v2 served {got:.4f}, the route says {want}"
@@ -146,8 +160,13 @@ def assert_split_follows_the_route(measurement: Measurement, jason_share: float,
 
 
 def gateway_plan_on_the_mesh(fast_plan: Any) -> Any:
-    """The fast BookInfo plan on the Gateway API, its checks sent through the mesh."""
-    return fast_plan(routing=GATEWAY_API)
+    """The fast BookInfo plan on the Gateway API, its checks sent through the mesh, with a
+    gate wherever one may stand."""
+    gates = [
+        {"before": phase, "approvers": {"users": ["U0METER"]}, "timeout": f"{GATE_TIMEOUT_S}s"}
+        for phase in GATED
+    ]
+    return fast_plan(routing=GATEWAY_API, gates=gates)
 
 
 # --- releases --------------------------------------------------------------------------------
@@ -160,21 +179,22 @@ def test_a_gateway_api_release_on_the_sandbox_is_promoted_and_traffic_follows_ea
     meter = SplitMeter(box)
     jason = box.sandbox.simulator.jason_share
 
-    with notifying(meter, timeout=120):
-        result = canary_release(plan, target=box.target, release_id="r-gw-mesh")
+    with notifying(meter):
+        result = canary_release(plan, target=box.target)
 
-    assert result.outcome == "promoted"
+    assert result.outcome == "promoted", result.reason
     phases = ["isolate", "deploy", "test", "header-route", "step-1", "promote", "cleanup"]
     assert [p.name for p in result.phases] == phases
-    assert list(meter.by_phase) == phases
+    # Each phase's routing, measured after it: at the gate before the next phase.
+    assert list(meter.by_phase) == [*UNGATED, *(f"before {p}" for p in GATED)]
     for phase, measurement in meter.by_phase.items():
         assert_split_follows_the_route(measurement, jason, phase)
     # The shares the phases were planned to give, as the counters saw them.
     v2 = {phase: m.share("reviews-v2") for phase, m in meter.by_phase.items()}
-    assert v2["isolate"] == v2["deploy"] == v2["test"] == 0.0
-    assert 0 < v2["header-route"] < 0.2  # only jason (a tenth of the users) on v2
-    assert 0.1 < v2["step-1"] < 0.4  # 20 % of the others, and jason
-    assert v2["promote"] == v2["cleanup"] == 1.0
+    assert v2["isolate"] == v2["deploy"] == v2["before header-route"] == 0.0  # ... test
+    assert 0 < v2["before step-1"] < 0.2  # header-route: only jason (a tenth) on v2
+    assert 0.1 < v2["before promote"] < 0.4  # step-1: 20 % of the others, and jason
+    assert v2["before cleanup"] == 1.0  # promote
 
     final = meter.measure("after")
     assert_split_follows_the_route(final, jason, "after")
@@ -184,7 +204,7 @@ def test_a_gateway_api_release_on_the_sandbox_is_promoted_and_traffic_follows_ea
         ["reviews-v2"]
     ]
     assert box.get("services", "reviews-v1") is None  # made by the release, retired
-    assert created_by(box.get("services", "reviews-v2")) == "r-gw-mesh"
+    assert created_by(box.get("services", "reviews-v2")) == result.identity.release_id
     assert box.get("deployments", "reviews-v1") is None
     assert is_ready(box.get("deployments", "reviews-v2"))
     assert box.get("virtualservices", "reviews") is None
@@ -197,8 +217,8 @@ def test_a_faulty_canary_on_the_gateway_api_is_rolled_back_to_all_on_stable(
     meter = SplitMeter(box)
     jason = box.sandbox.simulator.jason_share
 
-    with notifying(meter, timeout=120), pytest.raises(ReleaseRolledBack) as raised:
-        canary_release(plan, target=box.target, release_id="r-gw-faulty")
+    with notifying(meter), pytest.raises(ReleaseRolledBack) as raised:
+        canary_release(plan, target=box.target)
 
     result = raised.value.result
     assert (result.outcome, result.failed_phase) == ("rolled-back", "test")
