@@ -21,7 +21,6 @@ from typing import Any, TextIO
 from canary.events import EventKind, ReleaseEvent
 from canary.exit_codes import BAD_INPUT
 from canary.plan import PlanError, ReleasePlan, load_plan, plan_from_dict
-from canary.planner import canary_weight
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_PLAN = CONFIGS / "bookinfo-reviews.yaml"
@@ -155,14 +154,15 @@ def run_demo(plan: ReleasePlan, sandbox: Any, workdir: Path, out: TextIO) -> int
     sandbox.wait_ready(10)
     printer = SplitPrinter(sandbox, plan, out)
     printer.start()
+    target = ReleaseTarget(kubeconfig=str(kubeconfig), mesh_url=sandbox.ingress_url)
     code = run_release(
         plan,
-        ReleaseTarget(kubeconfig=str(kubeconfig), mesh_url=sandbox.ingress_url),
+        target,
         out=out,
         watchers=[printer, GateAnswerer(out)],
         before_summary=printer.stop,
     )
-    print_final_state(sandbox, plan, out)
+    print_final_state(sandbox, plan, target, out)
     return code
 
 
@@ -298,10 +298,13 @@ def format_split(split: dict[str, float], plan: ReleasePlan) -> str:
     return "   ".join(parts)
 
 
-def print_final_state(sandbox: Any, plan: ReleasePlan, out: TextIO) -> None:
-    """The routing and Deployments read back from the sandbox, and the traffic now."""
-    vs = sandbox.store.get("virtualservices", plan.namespace, plan.virtual_service) or {}
-    weight = canary_weight(plan, vs) if vs else 0
+def print_final_state(sandbox: Any, plan: ReleasePlan, target: Any, out: TextIO) -> None:
+    """The routing read back through the plan's router, the Deployments, the traffic now."""
+    from canary.routing.factory import router_for
+
+    router = router_for(plan, target.api_client())
+    routing = router.get_routes()
+    weight = routing.canary_weight(plan) if routing is not None else 0
     deployments = sorted(
         d["metadata"]["name"]
         for d in sandbox.store.list("deployments", plan.namespace)
@@ -310,7 +313,7 @@ def print_final_state(sandbox: Any, plan: ReleasePlan, out: TextIO) -> None:
     split = sandbox.simulator.split(SPLIT_WINDOW, plan.service)
     print(
         f"routing   {plan.stable.version} {100 - weight}%   {plan.canary.version} {weight}%"
-        f"   (VirtualService {plan.virtual_service} read back)",
+        f"   ({router.route_object().describe()} read back)",
         file=out,
     )
     print(f"traffic   {format_split(split, plan)}   (last {SPLIT_WINDOW:g}s)", file=out)

@@ -2,7 +2,8 @@
 
 ``Sandbox`` composes, all on 127.0.0.1:
 
-* the emulated Kubernetes API server (``api_url``), preloaded with BookInfo;
+* the emulated Kubernetes API server (``api_url``), preloaded with BookInfo, serving
+  Istio's VirtualServices and DestinationRules and the Gateway API's HTTPRoutes;
 * the readiness controller that gives Deployments their Pods and status;
 * the mesh (``sandbox.mesh.assembly.Mesh``) over the API server's object store: the
   traffic simulator (productpage -> reviews at ``rps``), the mesh ingress (``ingress_url``)
@@ -21,6 +22,7 @@ from sandbox import bookinfo
 from sandbox.chaos import Chaos
 from sandbox.kube.apiserver import ApiServer
 from sandbox.kube.controller import ReadinessController
+from sandbox.kube.gateway_schema import GatewayApiValidator
 from sandbox.kube.istio_schema import IstioValidator
 from sandbox.kube.kubeconfig import write_kubeconfig
 from sandbox.kube.store import ObjectStore
@@ -46,13 +48,15 @@ class Sandbox:
         jason_share: float = 0.1,
         startup_delay_s: float | None = None,
         istio_crds: str | None = None,
+        gateway_api_crd: str | None = None,
         preload: bool = True,
         chaos: str | Chaos | None = None,
         extra_services: Sequence[str] = (),
     ) -> None:
         """``startup_delay_s``, when given, replaces every version's start-up delay.
         ``istio_crds`` validates Istio objects against a published CRD file instead of
-        the built-in schema. ``preload=False`` starts with an empty namespace.
+        the built-in schema, ``gateway_api_crd`` HTTPRoutes against a published HTTPRoute
+        CRD (its CEL rules aside). ``preload=False`` starts with an empty namespace.
         ``chaos`` injects faults (a spec string or a Chaos, see sandbox.chaos).
         ``extra_services`` are more services like BookInfo's (Service, v1 Deployment),
         which the simulated traffic also calls."""
@@ -63,6 +67,7 @@ class Sandbox:
         self._rates = (rps, jason_share)
         self._startup_delay_s = startup_delay_s
         self._istio = IstioValidator(istio_crds)  # fails fast on a bad CRD file
+        self._gateway_api = GatewayApiValidator(gateway_api_crd)
         self._preload = preload
         self.chaos = Chaos(chaos) if isinstance(chaos, str) else chaos
         self.extra_services = tuple(extra_services)
@@ -83,7 +88,12 @@ class Sandbox:
             if self.chaos is not None:
                 self.chaos.restart_clock()
             self.api = ApiServer(
-                self.store, host=HOST, port=api_port, istio=self._istio, chaos=self.chaos
+                self.store,
+                host=HOST,
+                port=api_port,
+                istio=self._istio,
+                gateway_api=self._gateway_api,
+                chaos=self.chaos,
             ).start()
             self.api.ensure_namespace(self.namespace)
             if self._preload:

@@ -1,11 +1,13 @@
 """An emulated Kubernetes API server over HTTP/1.1 on 127.0.0.1.
 
 Serves discovery, core/v1 Namespaces, Services, Pods and ServiceAccounts, apps/v1
-Deployments (with ``/status`` and ``/scale``) and Istio's VirtualServices and
+Deployments (with ``/status`` and ``/scale``), Istio's VirtualServices and
 DestinationRules at ``networking.istio.io`` v1, v1beta1 and v1alpha3 (three views of the
-same stored objects). Verbs: get, list, watch, create, update (PUT), patch (JSON merge,
-JSON patch, strategic merge for built-in kinds, server-side apply approximated as a merge),
-delete and deletecollection, with the status codes, ``Status`` bodies and metadata
+same stored objects) and the Gateway API's HTTPRoutes at ``gateway.networking.k8s.io`` v1
+and v1beta1 (defaulted and validated as their CRD does, ``sandbox.kube.gateway_schema``).
+Verbs: get, list, watch, create, update (PUT), patch (JSON merge, JSON patch, strategic
+merge for built-in kinds, server-side apply approximated as a merge), delete and
+deletecollection, with the status codes, ``Status`` bodies and metadata
 semantics of the real API server, so that the official clients behave as against a cluster.
 
 Every request is recorded (method, path, status) in a bounded log, readable as
@@ -32,11 +34,13 @@ import yaml
 
 from sandbox.http_server import HttpServer, RequestHandler
 from sandbox.kube import builtin_types as bt
+from sandbox.kube.gateway_schema import GatewayApiValidator
 from sandbox.kube.istio_schema import IstioValidator
 from sandbox.kube.patch import BadPatch, PatchError, json_patch, merge_patch, strategic_merge_patch
 from sandbox.kube.resources import (
     BY_PATH,
     BY_PLURAL,
+    GATEWAY_API,
     KUBE_VERSION,
     ResourceType,
     api_group,
@@ -201,12 +205,14 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         istio: IstioValidator | None = None,
+        gateway_api: GatewayApiValidator | None = None,
         log_size: int = 5000,
         chaos: RequestFaults | None = None,
     ) -> None:
         self.store = store
         self.chaos = chaos  # fault injection (sandbox.chaos), checked at each request's entry
         self.istio = istio or IstioValidator()
+        self.gateway_api = gateway_api or GatewayApiValidator()
         self.cluster_ips = bt.ClusterIPs()
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._log_lock = threading.Lock()
@@ -502,15 +508,21 @@ class ApiServer:
             bt.default_pod(obj)
         elif rtype.plural == "namespaces":
             bt.default_namespace(obj)
+        elif rtype.group == GATEWAY_API:
+            self.gateway_api.apply_defaults(rtype.plural, t.version, obj)
         if rtype.validate is not None:
             errors = rtype.validate(obj, previous)
         else:
             errors = bt.check_metadata(obj["metadata"], "subdomain")
-            errors += self.istio.errors(rtype.plural, t.version, obj)
+            errors += self._schema(rtype).errors(rtype.plural, t.version, obj)
         if errors:
             raise invalid(rtype, name, errors)
         obj["apiVersion"] = rtype.api_version()
         return obj
+
+    def _schema(self, rtype: ResourceType) -> IstioValidator | GatewayApiValidator:
+        """The schema of a custom resource's group."""
+        return self.gateway_api if rtype.group == GATEWAY_API else self.istio
 
     def _create(self, t: Target, obj: Obj, dry_run: bool) -> Answer:
         self._check_scope(t, obj)
@@ -573,7 +585,7 @@ class ApiServer:
             errors = (
                 []
                 if t.rtype.builtin
-                else self.istio.errors(t.rtype.plural, t.version, self._view(t, result))
+                else self._schema(t.rtype).errors(t.rtype.plural, t.version, self._view(t, result))
             )
             if errors:
                 raise invalid(t.rtype, t.name or "", errors)

@@ -10,6 +10,8 @@ from sandbox.kube import builtin_types as bt
 
 ISTIO = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+GATEWAY_API = "gateway.networking.k8s.io"
+GATEWAY_API_VERSIONS = ("v1", "v1beta1")
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 KUBE_VERSION = {
     "major": "1",
@@ -127,6 +129,14 @@ RESOURCES: tuple[ResourceType, ...] = (
         short_names=("dr",),
         builtin=False,
         categories=("istio-io", "networking-istio-io"),
+    ),
+    ResourceType(
+        GATEWAY_API,
+        GATEWAY_API_VERSIONS,
+        "httproutes",
+        "HTTPRoute",
+        builtin=False,
+        categories=("gateway-api",),
     ),
 )
 

@@ -10,6 +10,11 @@ here with ``jsonschema`` after translating the Kubernetes extensions:
 * ``x-kubernetes-list-type: set`` demands unique items, ``map`` unique map keys;
 * ``x-kubernetes-validations`` (CEL): the rules that Istio's networking schemas use are
   evaluated (durations, wildcard and empty-key checks); other rules are skipped;
+* ``x-sandbox-checks``: rules a schema written here states as Python predicates
+  (``{"check": callable, "message": str}``), where a published CRD would state CEL; a
+  failed one is reported as the API server reports a failed CEL rule;
+* ``default``: ``apply_defaults`` fills in absent fields, as the API server does before
+  validating (a defaulted value is itself defaulted further down);
 * ``format`` ``int32``/``int64`` are range checks, ``byte`` is base64, ``date-time`` RFC 3339;
 * JSON integers are integers only: ``80.0`` is not an ``integer``.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -162,6 +168,18 @@ def _list_map_keys(
             seen.add(key)
 
 
+def _checks(
+    validator: Any, checks: list[dict], instance: Any, schema: dict
+) -> Iterable[ValidationError]:
+    for check in checks:
+        try:
+            ok = check["check"](instance)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            ok = True  # a value of the wrong shape: the type checks report it
+        if not ok:
+            yield ValidationError(check["message"])
+
+
 # ------------------------------------------------------------------ formats
 FORMATS = FormatChecker(formats=())
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -199,7 +217,11 @@ def _is_integer(checker: Any, instance: Any) -> bool:
 
 _Validator = validators.extend(
     Draft7Validator,
-    {"x-kubernetes-validations": _cel, "x-list-map-keys": _list_map_keys},
+    {
+        "x-kubernetes-validations": _cel,
+        "x-list-map-keys": _list_map_keys,
+        "x-sandbox-checks": _checks,
+    },
     type_checker=Draft7Validator.TYPE_CHECKER.redefine("integer", _is_integer),
 )
 
@@ -222,8 +244,10 @@ _COPIED = (
     "format",
     "multipleOf",
     "x-kubernetes-validations",
+    "x-sandbox-checks",
 )
 _OBJECT_META = {"type": "object"}  # metadata is checked by the API server itself
+_RULES = ("x-kubernetes-validations", "x-sandbox-checks")  # rules beside the schema
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -272,22 +296,48 @@ def root_schema(open_api_v3: dict[str, Any]) -> dict[str, Any]:
     props = schema.setdefault("properties", {})
     props.setdefault("apiVersion", {"type": "string"})
     props.setdefault("kind", {"type": "string"})
-    props.setdefault("metadata", _OBJECT_META)
+    props["metadata"] = _OBJECT_META  # a CRD's `metadata: {type: object}` does not close it
     schema.setdefault("type", "object")
     return schema
+
+
+def apply_defaults(node: dict[str, Any], value: Any) -> None:
+    """Fill in, in place, every absent field whose schema declares a ``default``."""
+    if isinstance(value, dict):
+        for key, sub in (node.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                apply_defaults(sub, value[key])
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                if key not in (node.get("properties") or {}):
+                    apply_defaults(extra, value[key])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for item in value:
+            apply_defaults(node["items"], item)
 
 
 class StructuralValidator:
     """Checks whole objects against one structural schema (a CRD's ``openAPIV3Schema``)."""
 
     def __init__(self, open_api_v3: dict[str, Any]) -> None:
+        self.structural = open_api_v3
         self.schema = root_schema(open_api_v3)
         _Validator.check_schema(self.schema)
         self._validator = _Validator(self.schema, format_checker=FORMATS)
 
+    def apply_defaults(self, obj: Any) -> None:
+        apply_defaults(self.structural, obj)
+
     def errors(self, obj: Any) -> list[FieldError]:
         found: list[FieldError] = []
-        for err in self._validator.iter_errors(obj):
+        raised = list(self._validator.iter_errors(obj))
+        # As the API server does, a value of the wrong type leaves the rules unevaluated.
+        if any(err.validator == "type" for err in raised):
+            raised = [err for err in raised if err.validator not in _RULES]
+        for err in raised:
             found.extend(_field_errors(err))
         return sorted(set(found), key=lambda e: (e.field, e.reason, e.detail))
 
@@ -381,6 +431,6 @@ def _bound_error(kind: str, where: str, inst: Any, arg: Any, message: str) -> Fi
         return invalid(where, inst, f"{where} in body should match '{arg}'")
     if kind == "uniqueItems":
         return FieldError(where, "FieldValueDuplicate", "shouldn't contain duplicates")
-    if kind == "x-kubernetes-validations":
+    if kind in ("x-kubernetes-validations", "x-sandbox-checks"):
         return invalid(where, json_type(inst), message)
     return invalid(where, json_type(inst), message)

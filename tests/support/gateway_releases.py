@@ -1,8 +1,9 @@
 """Whole gateway-api releases through the release flow, on the in-memory API
 (tests/support/fake_kube.py) in place of a cluster.
 
-The sandbox serves Istio's routing objects, not HTTPRoutes; the in-memory API has no mesh,
-so these releases send no traffic and read no metrics: their test phase runs a command.
+The in-memory API has no mesh, so these releases send no traffic and read no metrics: their
+test phase runs a command (tests/test_flow_gateway_api_sandbox.py runs them on the sandbox,
+whose mesh routes by the HTTPRoutes).
 Everything else is the flow as it runs against a cluster, through the official client:
 the lease, every phase's routing written and read back, Deployments, rollback.
 """
