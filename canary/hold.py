@@ -52,8 +52,9 @@ def _hold(release: Release, phase: Phase) -> None:
             message = "; ".join(c.line() for c in failed)
             emit(release, EventKind.ANALYSIS, phase.name, decision="fail", message=message)
             if failed_in_row >= analysis.threshold or failed_in_all >= analysis.failure_limit:
+                # No phase name here: the rollback names the phase that failed.
                 raise HealthCheckFailed(
-                    f"{phase.name}: unhealthy in {failed_in_all} of {rounds} rounds: {message}"
+                    f"unhealthy in {failed_in_all} of {rounds} rounds: {message}"
                 )
         elif pending:
             # From the round's planned time: a slow round (the analysis starting cold, a busy
@@ -61,9 +62,7 @@ def _hold(release: Release, phase: Phase) -> None:
             over = planned - deadline
             if over >= _undecided_limit(release):
                 message = "; ".join(c.line() for c in pending)
-                raise HealthCheckFailed(
-                    f"{phase.name}: analysis undecided {over:.0f}s past the hold: {message}"
-                )
+                raise HealthCheckFailed(f"analysis undecided {over:.0f}s past the hold: {message}")
         elif time.monotonic() >= deadline:
             passed = _passed(rounds, phase.hold)
             emit(release, EventKind.ANALYSIS, phase.name, decision="pass", message=passed)
