@@ -144,9 +144,24 @@ def _approvals_command(name: str) -> Callable[[list[str]], int]:
     return run
 
 
+def _control_command(name: str) -> Callable[[list[str]], int]:
+    """`canary <name>` from canary.control.commands (operators' actions), imported only when run."""
+
+    def run(argv: list[str]) -> int:
+        from canary.control import commands
+
+        return getattr(commands, f"{name}_main")(argv)
+
+    return run
+
+
 # Commands with their own argument parsing.
 _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
-    name: _approvals_command(name) for name in ("approvals", "approve", "reject", "abort", "status")
+    **{
+        name: _approvals_command(name)
+        for name in ("approvals", "approve", "reject", "abort", "status")
+    },
+    **{name: _control_command(name) for name in ("pause", "resume", "promote", "retry")},
 }
 
 # Commands other packages add (entry point group `canary.commands`, `name = "module:main"`,
@@ -158,6 +173,11 @@ COMMANDS_GROUP = "canary.commands"
 @functools.cache  # read once per process: main and the help both ask
 def _added_commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+
+
+def added_command(name: str) -> Callable[[list[str]], int]:
+    """The main of a command another package adds (`run`: the flows' release command)."""
+    return _added_commands()[name].load()
 
 
 def _more_commands() -> str:

@@ -49,6 +49,8 @@ class EventKind(StrEnum):
     OPERATOR_REQUEST = "operator-request"
 
 
+OPERATOR_KINDS = frozenset(k for k in EventKind if k.value.startswith("operator-"))
+
 # The events whose weight is what the cluster routes now (a phase's start names its target).
 ROUTED_WEIGHT = frozenset({EventKind.WEIGHT_CHANGED, EventKind.PROMOTED, EventKind.ROLLBACK})
 

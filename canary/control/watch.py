@@ -23,9 +23,11 @@ from canary.control.state import (
     save_record,
     slot_claim,
 )
+from canary.events import EventKind
 from canary.notify.console import run_logger
 from canary.prefect_runs import run_state
-from canary.release import Release, ReleaseResult
+from canary.release import Release, ReleaseResult, emit
+from canary.stopping import abort_requested_by
 
 if TYPE_CHECKING:
     from canary.control.holding import HoldControl
@@ -80,7 +82,9 @@ class OperatorWatch:
                 continue
             self._note(slot, found, pause_key, state is not None and state.is_running())
 
-    def _note(self, slot: int, found: SlotClaim | None, pause_key: str | None, running: bool) -> None:
+    def _note(
+        self, slot: int, found: SlotClaim | None, pause_key: str | None, running: bool
+    ) -> None:
         with self._lock:
             if slot != self._slot:  # the hold moved on meanwhile
                 return
@@ -161,10 +165,15 @@ class ReleaseControl:
         """Whether a full promotion skips this phase (and the gate before it)."""
         return phase_name in self.skipping
 
-    def rolling_back(self, reason: str) -> None:
-        """Close the open slot: a request that comes now is told the release rolls back."""
+    def rolling_back(self, reason: str, aborted: bool = False) -> None:
+        """Close the open slot: a request that comes now is told the release rolls back.
+
+        `aborted`: by `canary abort` (or the thread's Abort button), an operator's action.
+        """
         if not self.active:
             return
+        if aborted:
+            self._tell_abort()
         claim = SlotClaim(action="rolling-back", reason=reason)
         try:
             first = claim_slot(self.run_id or "", self.slot, claim)
@@ -176,13 +185,25 @@ class ReleaseControl:
         self.next_slot(rolling_back=reason, holding=None, paused=None)
         self.publish()
 
+    def _tell_abort(self) -> None:
+        try:
+            who = abort_requested_by(self.run_id or "")
+        except Exception as exc:  # the abort is carried out all the same
+            log.warning("cannot read who aborted the release: %s", exc)
+            who = "someone"
+        emit(
+            self.release,
+            EventKind.OPERATOR_ABORTED,
+            self.record.holding,
+            canary_weight=self.record.canary_weight,
+            decision="operator-abort",
+            message=f"aborted by {who}; rolling back",
+        )
+
     def ended(self, result: ReleaseResult) -> None:
         """How the release ended, for `canary retry` and late requests."""
-        self.update(
-            outcome=result.outcome, reason=result.reason, holding=None, paused=None
-        )
+        self.update(outcome=result.outcome, reason=result.reason, holding=None, paused=None)
         self.publish()
 
     def close(self) -> None:
         self.watch.close()
-
