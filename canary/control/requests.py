@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from canary.approvals.policy import Members, refusal
+from canary.approvals.store import Question
 from canary.control.state import (
     ControlRecord,
     OperatorAction,
@@ -141,10 +142,10 @@ def _applies(record: ControlRecord, action: OperatorAction) -> None:
         raise ControlError(f"run {run} is not paused")
 
 
-def _question(record: ControlRecord, action: OperatorAction) -> ControlRecord:
+def _question(record: ControlRecord, action: OperatorAction) -> Question:
     """Who may take `action`: the plan's approvers; a full promotion under four-eyes."""
     if action == "promote-full":
-        return record.model_copy(update=record.full_promotion().model_dump())
+        return record.full_promotion()
     return record.model_copy(update={"four_eyes": False})
 
 
