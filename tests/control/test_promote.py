@@ -68,7 +68,9 @@ def test_promote_full_needs_an_allowed_approver_and_four_eyes(start_sandbox, fas
     assert "step-2" not in [p.name for p in result.phases]
     promoted = release.of_kind(EventKind.OPERATOR_PROMOTED)
     assert [e.decision for e in promoted] == ["operator-promote-full"]
-    assert f"by {ALICE} and {BOB}" in promoted[0].message and "skipping step-2" in promoted[0].message
+    assert (
+        f"by {ALICE} and {BOB}" in promoted[0].message and "skipping step-2" in promoted[0].message
+    )
     # The promote gate counts as approved by their promote (promoteApproves): nobody asked.
     assert release.of_kind(EventKind.APPROVAL_REQUESTED) == []
     given = release.of_kind(EventKind.APPROVAL_GIVEN)

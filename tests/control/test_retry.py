@@ -99,4 +99,3 @@ def _record(run_id: str):
     from canary.control.state import load_record
 
     return load_record(run_id)
-
