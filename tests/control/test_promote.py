@@ -13,15 +13,23 @@ import pytest
 from canary.control.commands import promote_main
 from canary.control.requests import AlreadyDecided, request
 from canary.events import EventKind
+from canary.notify.metrics import metrics_notifier_from_env
+from sandbox.prometheus import free_port
 from tests.control.test_pause_resume import step_plan
 from tests.support.operators import OperatedRelease
+from tests.test_release_metrics import scrape, value
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 ALICE, BOB, MALLORY = "U0ALICE", "U0BOB", "U0MALLORY"
 LONG_HOLD = 600.0  # ten minutes: a release that ends in a test was promoted
 
 
-def test_promote_ends_a_long_hold_and_goes_on_to_the_next_phase(start_sandbox, fast_plan):
+def test_promote_ends_a_long_hold_and_goes_on_to_the_next_phase(
+    monkeypatch, start_sandbox, fast_plan
+):
+    port = free_port()
+    monkeypatch.setenv("CANARY_METRICS_PORT", str(port))
+    counted = _promotes_counted(metrics_notifier_from_env())  # other releases of the process
     box = start_sandbox("healthy")
     release = OperatedRelease(step_plan(fast_plan, LONG_HOLD), box, "r-op-promote")
     release.holding("step-1")
@@ -34,6 +42,15 @@ def test_promote_ends_a_long_hold_and_goes_on_to_the_next_phase(start_sandbox, f
     assert len(promoted) == 1 and promoted[0].decision == "operator-promote"
     assert f"ended by {ALICE}: metrics look fine; on to promote" in promoted[0].message
     assert [p.name for p in result.phases][-3:] == ["step-1", "promote", "cleanup"]
+    found = scrape(port)
+    assert value(found, "canary_release_decisions_total", decision="operator-promote") == (
+        counted + 1
+    )
+
+
+def _promotes_counted(metrics) -> float:
+    labels = {"namespace": "default", "service": "reviews", "decision": "operator-promote"}
+    return metrics.registry.get_sample_value("canary_release_decisions_total", labels) or 0.0
 
 
 def test_promote_full_needs_an_allowed_approver_and_four_eyes(start_sandbox, fast_plan, capsys):
