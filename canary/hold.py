@@ -44,7 +44,11 @@ def hold(release: Release, phase: Phase) -> None:
 def operator_controls(release: Release, phase: Phase) -> HoldControl | None:
     """The operators' controls of this hold; None when no operator can reach it."""
     guarded = guarded_by(release.release_id)
-    return guarded.control.holding(phase) if guarded is not None else None
+    if guarded is None or not guarded.control.active:
+        return None
+    from canary.control.holding import HoldControl
+
+    return HoldControl(guarded.control, phase).begin()
 
 
 def _hold(release: Release, phase: Phase, operator: HoldControl | None = None) -> None:

@@ -104,7 +104,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _run_here(retry: Retry, report: str | None) -> int:
     """The retry through `canary run` (the flows' command), with the earlier run's plan."""
-    from canary.cli import added_command
+    from canary.arguments import added_command
 
     target = retry.target()
     options = {

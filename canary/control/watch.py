@@ -30,8 +30,7 @@ from canary.release import Release, ReleaseResult, emit
 from canary.stopping import abort_requested_by
 
 if TYPE_CHECKING:
-    from canary.control.holding import HoldControl
-    from canary.planner import Phase
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +151,6 @@ class ReleaseControl:
             save_record(self.record)
         except Exception as exc:  # requests then see an older record: the claim still rules
             run_logger(log).warning("cannot write the operators' record of the release: %s", exc)
-
-    def holding(self, phase: Phase) -> HoldControl | None:
-        """The controls of a hold of `phase` (None when no operator can reach the run)."""
-        if not self.active:
-            return None
-        from canary.control.holding import HoldControl
-
-        return HoldControl(self, phase).begin()
 
     def skips(self, phase_name: str) -> bool:
         """Whether a full promotion skips this phase (and the gate before it)."""
