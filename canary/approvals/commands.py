@@ -191,7 +191,28 @@ def _run_status(client: Any, run_id: str) -> str:
             f"gate     {request.title}: {request.status}, until {request.deadline:%H:%M:%S} UTC"
             + (f" ({request.note})" if request.note else "")
         )
+    lines += _operator_lines(run_id)
     return "\n".join(lines)
+
+
+def _operator_lines(run_id: str) -> list[str]:
+    """An operator's pause in force, and the run a retry retries (canary.control)."""
+    from canary.control.state import load_record
+
+    record = load_record(run_id)
+    if record is None:
+        return []
+    lines = []
+    if record.paused is not None:
+        paused = record.paused
+        lines.append(
+            f"paused   by {paused.by} at {paused.phase} ({paused.canary_weight} %) since "
+            f"{paused.at:%H:%M:%S} UTC"
+            + (f", until {paused.until:%H:%M:%S} UTC" if paused.until else "")
+        )
+    if record.retry_of:
+        lines.append(f"retry of {record.retry_of}")
+    return lines
 
 
 def _latest_phase(client: Any, run_id: str) -> tuple[str | None, int | None]:

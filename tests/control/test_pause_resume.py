@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from canary.cli import main
 from canary.control.commands import pause_main, resume_main
 from canary.control.requests import ControlError, request
 from canary.events import EventKind
@@ -40,6 +41,8 @@ def test_a_pause_holds_the_weight_past_the_holds_end_until_resumed(
     assert state.is_paused() and state.state_details.pause_key.startswith("operator-pause-")
     form = form_description(state) or ""
     assert f"Paused by {OPERATOR}" in form and "canary resume" in form, form
+    assert main(["status", release.run_id]) == 0
+    assert f"paused   by {OPERATOR} at step-1 (20 %) since" in capsys.readouterr().out
 
     # Sampled well past the hold's own end: the weight stays, the phase does not finish.
     paused_at = time.monotonic()

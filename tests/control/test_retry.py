@@ -10,6 +10,8 @@ import pytest
 
 from canary.cli import main
 from canary.control.requests import request
+from canary.control.state import SlotClaim, claim_slot, slot_claim
+from canary.events import EventKind
 from canary.exit_codes import BAD_INPUT
 from tests.control.test_pause_resume import step_plan
 from tests.support.operators import OperatedRelease, scale_canary_to_zero
@@ -76,7 +78,9 @@ def test_a_bad_or_unknown_run_is_one_line_and_exit_2(verb, capsys):
     assert err == f"canary: no flow run {unknown}", err
 
 
-def test_a_run_that_ended_is_refused(start_sandbox, fast_plan, capsys):
+def test_a_run_that_ended_is_refused_and_a_late_promote_is_told_the_hold_ended(
+    start_sandbox, fast_plan, capsys
+):
     box = start_sandbox("healthy")
     release = OperatedRelease(step_plan(fast_plan, 1), box, "r-op-ended")
     assert release.finish().outcome == "promoted"
@@ -84,6 +88,16 @@ def test_a_run_that_ended_is_refused(start_sandbox, fast_plan, capsys):
         assert main([verb, release.run_id, "--as", ALICE]) == BAD_INPUT
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"canary: run {release.run_id} has already ended (Completed)"], err
+
+    # A promote that read the record while step-1 held, and claims that slot as the hold
+    # ends on its own: the hold claimed it first, so the promote is told, not carried out.
+    slots = [(n, slot_claim(release.run_id, n)) for n in range(1, release.record().slot)]
+    step_slot = next(n for n, claim in slots if claim and claim.phase == "step-1")
+    late = SlotClaim(action="promote", by=ALICE, phase="step-1")
+    first = claim_slot(release.run_id, step_slot, late)
+    assert first is not None and first.action == "hold-ended"
+    assert first.decided().startswith("already decided: the hold of step-1 ended at")
+    assert release.of_kind(EventKind.OPERATOR_PROMOTED) == []
 
 
 def _retry_of(run_id: str) -> str | None:
