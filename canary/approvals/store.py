@@ -152,10 +152,17 @@ def claim_first(run_id: str, key: str, claim: ClaimT) -> ClaimT | None:
     return None
 
 
-def read_claim(run_id: str, key: str, model: type[ClaimT]) -> ClaimT | None:
-    """The claim stored under the run's input `key`, if there is one."""
+def read_claim(
+    run_id: str, key: str, model: type[ClaimT], client: Any | None = None
+) -> ClaimT | None:
+    """The claim stored under the run's input `key`, if there is one.
+
+    `client`: an open sync Prefect client to read with (a poller's own), else a new one.
+    """
     from prefect.client.orchestration import get_client
 
+    if client is not None:
+        return _read(client, run_id, key, model)
     with get_client(sync_client=True) as client:
         return _read(client, run_id, key, model)
 

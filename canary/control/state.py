@@ -14,7 +14,7 @@ operator-retry            (a flow run input of a run that has ended) who retried
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -128,5 +128,5 @@ def claim_slot(run_id: str, slot: int, claim: SlotClaim) -> SlotClaim | None:
     return claim_first(run_id, slot_key(slot), claim)
 
 
-def slot_claim(run_id: str, slot: int) -> SlotClaim | None:
-    return read_claim(run_id, slot_key(slot), SlotClaim)
+def slot_claim(run_id: str, slot: int, client: Any | None = None) -> SlotClaim | None:
+    return read_claim(run_id, slot_key(slot), SlotClaim, client)

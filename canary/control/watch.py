@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from canary.approvals.inconclusive import union_of_approvers
 from canary.control.state import (
@@ -25,7 +25,6 @@ from canary.control.state import (
 )
 from canary.events import EventKind
 from canary.notify.console import run_logger
-from canary.prefect_runs import run_state
 from canary.release import Release, ReleaseResult, emit
 from canary.stopping import abort_requested_by
 
@@ -67,19 +66,28 @@ class OperatorWatch:
             return self._resumed == pause_key
 
     def watch(self) -> None:
-        """The polling loop; run it in a thread."""
-        while self.run_id is not None and not self._closed.wait(CONTROL_POLL_S):
-            with self._lock:
-                slot, pause_key = self._slot, self._pause_key
-            if slot is None:
-                continue
-            try:
-                found = slot_claim(self.run_id, slot)
-                state = run_state(self.run_id) if pause_key is not None else None
-            except Exception as exc:  # the Prefect API is away: the hold goes on meanwhile
-                log.warning("cannot read operator requests of run %s: %s", self.run_id, exc)
-                continue
-            self._note(slot, found, pause_key, state is not None and state.is_running())
+        """The polling loop; run it in a thread. One client for all its reads: a poll is
+        then one request on an open connection, which a busy release hardly notices."""
+        from prefect.client.orchestration import get_client
+
+        if self.run_id is None:
+            return
+        with get_client(sync_client=True) as client:
+            while not self._closed.wait(CONTROL_POLL_S):
+                self._poll(client, self.run_id)
+
+    def _poll(self, client: Any, run_id: str) -> None:
+        with self._lock:
+            slot, pause_key = self._slot, self._pause_key
+        if slot is None:
+            return
+        try:
+            found = slot_claim(run_id, slot, client)
+            state = client.read_flow_run(run_id).state if pause_key is not None else None
+        except Exception as exc:  # the Prefect API is away: the hold goes on meanwhile
+            log.warning("cannot read operator requests of run %s: %s", run_id, exc)
+            return
+        self._note(slot, found, pause_key, state is not None and state.is_running())
 
     def _note(
         self, slot: int, found: SlotClaim | None, pause_key: str | None, running: bool
