@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTROL_POLL_S = 0.5  # how soon a claim is seen (a promote's latency, with the round)
+CONTROL_POLL_S = 1.5  # faster polls slowed the release's own writes to a busy SQLite server
 
 
 class OperatorWatch:
