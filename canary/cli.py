@@ -6,14 +6,12 @@ Exit codes: 0 success (promoted), 1 any other error, 2 bad input, 3 rolled back.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import EntryPoint, entry_points
 
 import yaml
 
-from canary.arguments import CommandParser
+from canary.arguments import CommandParser, added_commands
 from canary.exit_codes import BAD_INPUT, ERROR
 from canary.plan import PlanError, ReleasePlan, load_plan
 from canary.plan.model import GATEWAY_API
@@ -26,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in _PASS_THROUGH:
         return _PASS_THROUGH[args[0]](args[1:])
-    added = _added_commands()
+    added = added_commands()
     if args and args[0] in added:
         return added[args[0]].load()(args[1:])
     parsed = _parser().parse_args(args)
@@ -168,22 +166,27 @@ def _approvals_command(name: str) -> Callable[[list[str]], int]:
     return run
 
 
+def _control_command(name: str) -> Callable[[list[str]], int]:
+    """`canary <name>` from canary.control.commands (operators' actions), imported only when run."""
+
+    def run(argv: list[str]) -> int:
+        from canary.control import commands
+
+        return getattr(commands, f"{name}_main")(argv)
+
+    return run
+
+
 # Commands with their own argument parsing.
 _PASS_THROUGH: dict[str, Callable[[list[str]], int]] = {
-    name: _approvals_command(name) for name in ("approvals", "approve", "reject", "abort", "status")
+    **{
+        name: _approvals_command(name)
+        for name in ("approvals", "approve", "reject", "abort", "status")
+    },
+    **{name: _control_command(name) for name in ("pause", "resume", "promote", "retry")},
 }
-
-# Commands other packages add (entry point group `canary.commands`, `name = "module:main"`,
-# main(argv) -> exit code): the flows add `run`, the sandbox `demo` and `sandbox`, so the
-# library never imports the flows or the sandbox.
-COMMANDS_GROUP = "canary.commands"
-
-
-@functools.cache  # read once per process: main and the help both ask
-def _added_commands() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
 
 def _more_commands() -> str:
-    names = [*_PASS_THROUGH, *sorted(_added_commands())]
+    names = [*_PASS_THROUGH, *sorted(added_commands())]
     return f"more commands: {', '.join(names)} (each with --help)"

@@ -13,6 +13,17 @@ from canary.identity import ReleaseIdentity
 # What a check concluded. Metric analysis: continue, hold, pause, rollback (the Analyzer's
 # decisions); health rounds and the test phase's checks: pass or fail.
 CheckDecision = Literal["continue", "hold", "pause", "rollback", "pass", "fail"]
+# What an operator did (canary.control): prefixed, so that an operator's pause and an
+# analysis asking a person ("pause") stay apart in canary_release_decisions_total.
+OperatorDecision = Literal[
+    "operator-pause",
+    "operator-resume",
+    "operator-promote",
+    "operator-promote-full",
+    "operator-abort",
+    "operator-retry",
+]
+Decision = CheckDecision | OperatorDecision
 
 
 class EventKind(StrEnum):
@@ -27,7 +38,18 @@ class EventKind(StrEnum):
     ROLLBACK = "rollback"
     PROMOTED = "promoted"
     FAILED = "failed"
+    # Operator actions (canary.control), each with its decision.
+    OPERATOR_PAUSED = "operator-paused"
+    OPERATOR_RESUMED = "operator-resumed"
+    OPERATOR_PROMOTED = "operator-promoted"
+    OPERATOR_ABORTED = "operator-aborted"
+    OPERATOR_RETRIED = "operator-retried"
+    # A request the run took note of without carrying it out (yet), without a decision:
+    # the first of two approvals of a full promotion, a resume refused by the rules.
+    OPERATOR_REQUEST = "operator-request"
 
+
+OPERATOR_KINDS = frozenset(k for k in EventKind if k.value.startswith("operator-"))
 
 # The events whose weight is what the cluster routes now (a phase's start names its target).
 ROUTED_WEIGHT = frozenset({EventKind.WEIGHT_CHANGED, EventKind.PROMOTED, EventKind.ROLLBACK})
@@ -43,8 +65,8 @@ class ReleaseEvent(BaseModel):
     # during a phase), which a Slack button must name to decide it.
     gate: str | None = None
     canary_weight: int | None = Field(None, ge=0, le=100)
-    # Analysis events: what the check concluded.
-    decision: CheckDecision | None = None
+    # Analysis events: what the check concluded; operator events: what was done.
+    decision: Decision | None = None
     message: str = ""
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

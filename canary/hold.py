@@ -2,18 +2,23 @@
 
 Rolls back after `analysis.threshold` failed rounds in a row, or `failure_limit` failed
 rounds in all, or when metric analysis says so; ends only after a healthy round. What a
-round checks is canary.round_checks.
+round checks is canary.round_checks. Operators may pause the hold (its countdown stops,
+its rounds go on) or end it now (promote): canary.control.holding.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from canary.events import EventKind
-from canary.ownership import checkpoint
+from canary.ownership import checkpoint, guarded_by
 from canary.planner import Phase
 from canary.release import Release, emit
 from canary.round_checks import HealthCheckFailed, check_round, publish_analysis
+
+if TYPE_CHECKING:
+    from canary.control.holding import HoldControl
 
 
 def hold(release: Release, phase: Phase) -> None:
@@ -22,27 +27,46 @@ def hold(release: Release, phase: Phase) -> None:
     A pending round (metric analysis holding) keeps the hold going, at most
     `_undecided_limit` seconds past its end.
     """
+    operator = operator_controls(release, phase)
     try:
-        _hold(release, phase)
+        _hold(release, phase, operator)
+    except BaseException:
+        if operator is not None:
+            operator.close(failed=True)
+        raise
+    else:
+        if operator is not None:
+            operator.close()
     finally:
         publish_analysis(release, phase)
 
 
-def _hold(release: Release, phase: Phase) -> None:
+def operator_controls(release: Release, phase: Phase) -> HoldControl | None:
+    """The operators' controls of this hold; None when no operator can reach it."""
+    guarded = guarded_by(release.release_id)
+    if guarded is None or not guarded.control.active:
+        return None
+    from canary.control.holding import HoldControl
+
+    return HoldControl(guarded.control, phase).begin()
+
+
+def _hold(release: Release, phase: Phase, operator: HoldControl | None = None) -> None:
     analysis = release.plan.analysis
     deadline = time.monotonic() + phase.hold
     rounds = failed_in_row = failed_in_all = 0
     planned = time.monotonic()
     while True:
         planned = _next_round(planned, analysis.interval, deadline, first=rounds == 0)
-        _sleep_until(planned)
+        if _sleep_until(planned, operator):
+            return  # an operator ended the hold (promote)
         checkpoint(release)  # `canary abort`, a cancellation or a lost lease: roll back now
         # The round at the deadline, or past it, is told so: an analysis still undecided
         # then asks a person instead of holding on.
         checks = check_round(release, phase, hold_ending=planned >= deadline)
         # A person's time to answer is neither watching time nor "undecided" time past the
-        # hold's end: the deadline moves by it.
-        deadline += sum(c.waited for c in checks)
+        # hold's end: the deadline moves by it, and by the time an operator paused the hold.
+        deadline += sum(c.waited for c in checks) + _paused_time(operator)
         rounds += 1
         failed = [c for c in checks if not c.passed and not c.pending]
         pending = [c for c in checks if c.pending]
@@ -63,7 +87,7 @@ def _hold(release: Release, phase: Phase) -> None:
             if over >= _undecided_limit(release):
                 message = "; ".join(c.line() for c in pending)
                 raise HealthCheckFailed(f"analysis undecided {over:.0f}s past the hold: {message}")
-        elif time.monotonic() >= deadline:
+        elif time.monotonic() >= deadline and _may_end(operator):
             passed = _passed(rounds, phase.hold)
             emit(release, EventKind.ANALYSIS, phase.name, decision="pass", message=passed)
             return
@@ -96,7 +120,20 @@ def _passed(rounds: int, seconds: float) -> str:
     return f"healthy: {rounds} round{'s' if rounds != 1 else ''} over {seconds:g}s"
 
 
-def _sleep_until(moment: float) -> None:
+def _sleep_until(moment: float, operator: HoldControl | None = None) -> bool:
+    """Sleep until `moment`; True when an operator ends the hold meanwhile."""
     left = moment - time.monotonic()
+    if operator is not None:
+        return operator.wait(max(left, 0.0))
     if left > 0:
         time.sleep(left)
+    return False
+
+
+def _paused_time(operator: HoldControl | None) -> float:
+    return operator.paused_time() if operator is not None else 0.0
+
+
+def _may_end(operator: HoldControl | None) -> bool:
+    """At its end, the hold claims the operators' open slot: a pause that came first wins."""
+    return operator.may_end() if operator is not None else True

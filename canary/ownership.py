@@ -3,8 +3,9 @@
 `guarding` runs before anything changes in the cluster: it decides the release id and
 where to resume (canary.resume), and takes the service's lease (canary.lease) or refuses
 (ReleaseRefused) in one line naming the holder. While the release runs, one thread
-renews the lease and another watches for `canary abort` and cancellation
-(canary.stopping); when it ends, the lease is given back with the outcome.
+renews the lease, another watches for `canary abort` and cancellation
+(canary.stopping), a third for operators' requests (canary.control.watch); when it ends,
+the lease is given back with the outcome.
 
 `checkpoint` runs before every phase and every analysis round: it raises when the release
 must not go on (aborted, cancelled, or the lease lost to another release).
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from canary.control.watch import ReleaseControl
 from canary.errors import BadInput
 from canary.identity import release_key
 from canary.lease import LeaseHeld, LeaseLost, RouteLease
@@ -49,6 +51,7 @@ class Guarded:
     holder: str
     lease: RouteLease
     stop_watch: StopWatch
+    control: ReleaseControl
     lost: LeaseLost | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -66,6 +69,7 @@ class Guarded:
     def let_go(self) -> None:
         self._stop.set()
         self.stop_watch.close()
+        self.control.close()
 
     def give_back(self, outcome: str) -> None:
         try:
@@ -97,7 +101,11 @@ def guarding(release: Release, explicit_id: bool = False) -> Iterator[Guarded]:
         threading.Thread(
             target=contextvars.copy_context().run, args=(work,), name=f"{what}-{name}", daemon=True
         )
-        for what, work in (("lease", guarded.heartbeat), ("stop", guarded.stop_watch.watch))
+        for what, work in (
+            ("lease", guarded.heartbeat),
+            ("stop", guarded.stop_watch.watch),
+            ("operators", guarded.control.watch.watch),
+        )
     ]
     with _live_lock:
         _live[name] = _live[guarded.holder] = guarded
@@ -146,7 +154,9 @@ def claim(release: Release, explicit_id: bool = False) -> Guarded:
     if resume_from is not None:
         log.info("resuming release %s of %s at %s", release_id, release_key(plan), resume_from)
     adopted = release.model_copy(update={"release_id": release_id})
-    return Guarded(adopted, resume_from, holder, lease, StopWatch(flow_run_id()))
+    run_id = flow_run_id()
+    control = ReleaseControl(adopted, run_id)
+    return Guarded(adopted, resume_from, holder, lease, StopWatch(run_id), control)
 
 
 def holder_id() -> str:

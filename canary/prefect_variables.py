@@ -2,7 +2,8 @@
 
 A release resumed by another process (its worker crashed) finds here what the first one
 decided or posted: gate requests and decisions (`canary.approvals.store`), the Slack
-thread (`canary.slack.thread`), an abort request (`canary.stopping`). Prefect is imported
+thread (`canary.slack.thread`), an abort request (`canary.stopping`); and what operators
+act on: a run's control record (`canary.control.state`). Prefect is imported
 lazily: importing this is free.
 
 They outlive the release too (a late Slack click must still read "already decided", a
@@ -27,7 +28,8 @@ GATE_PREFIX = "canary-gate"  # canary-gate-<run id>-<gate>
 DECISION_PREFIX = "canary-decision"  # canary-decision-<release id>-<gate>
 ABORT_PREFIX = "canary-abort"  # canary-abort-<run id>
 SLACK_THREAD_PREFIX = "canary-slack-thread"  # canary-slack-thread-<release id>
-PREFIXES = (GATE_PREFIX, DECISION_PREFIX, ABORT_PREFIX, SLACK_THREAD_PREFIX)
+CONTROL_PREFIX = "canary-control"  # canary-control-<run id>
+PREFIXES = (GATE_PREFIX, DECISION_PREFIX, ABORT_PREFIX, SLACK_THREAD_PREFIX, CONTROL_PREFIX)
 
 RETENTION_ENV = "CANARY_STATE_RETENTION_DAYS"
 DEFAULT_RETENTION = timedelta(days=14)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from canary.events import CheckDecision, EventKind, ReleaseEvent
+from canary.events import Decision, EventKind, ReleaseEvent
 from canary.identity import ReleaseIdentity
 from canary.notify import current_notifier
 from canary.plan import ReleasePlan
@@ -56,6 +56,7 @@ class Release(BaseModel):
     release_id: str
     target: ReleaseTarget = Field(default_factory=ReleaseTarget)
     initiator: str | None = None  # who started it, for four-eyes gates
+    retry_of: str | None = None  # the rolled-back flow run this release retries
 
     @property
     def identity(self) -> ReleaseIdentity:
@@ -90,7 +91,7 @@ def emit(
     phase: str | None = None,
     *,
     canary_weight: int | None = None,
-    decision: CheckDecision | None = None,
+    decision: Decision | None = None,
     message: str = "",
 ) -> None:
     """Send a release event to the current notifier."""
@@ -133,6 +134,7 @@ class ReleaseResult(BaseModel):
     outcome: Outcome
     reason: str
     failed_phase: str | None = None
+    retry_of: str | None = None  # the rolled-back flow run this release retried
     started: datetime
     finished: datetime
     phases: list[PhaseRecord]

@@ -16,6 +16,8 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from canary.approvals.pause import await_gate
+from canary.control.retry import retried_message
+from canary.control.watch import ReleaseControl
 from canary.errors import CanaryError, reason_of
 from canary.events import EventKind
 from canary.lease import LeaseLost
@@ -26,7 +28,7 @@ from canary.prefect_variables import prune_quietly
 from canary.preflight import check_before_writing
 from canary.recovery import roll_back_stopped_run
 from canary.release import Outcome, PhaseRecord, Release, ReleaseResult, ReleaseTarget, emit
-from canary.stopping import ReleaseCancelled
+from canary.stopping import ReleaseAborted, ReleaseCancelled
 from canary.wiring import reporting_release
 from tasks.phases import (
     cleanup,
@@ -79,12 +81,14 @@ def canary_release(
     target: ReleaseTarget | None = None,
     release_id: str | None = None,
     initiator: str | None = None,
+    retry_of: str | None = None,
 ) -> ReleaseResult | State:
     release = Release(
         plan=plan,
         release_id=release_id or flow_run.id or "local",
         target=target or ReleaseTarget(),
         initiator=initiator,
+        retry_of=retry_of,
     )
     try:
         # Before any change: refuse a plan that points at objects it must not touch, take
@@ -93,7 +97,7 @@ def canary_release(
         check_before_writing(release)
         with (
             guarding(release, explicit_id=release_id is not None) as guarded,
-            releasing(guarded.release, guarded.resume_from) as progress,
+            releasing(guarded.release, guarded.resume_from, guarded.control) as progress,
         ):
             progress.run(isolate)
             progress.run(deploy)
@@ -111,16 +115,20 @@ def canary_release(
 
 
 @contextlib.contextmanager
-def releasing(release: Release, resume_from: str | None = None) -> Iterator[ReleaseProgress]:
+def releasing(
+    release: Release, resume_from: str | None = None, control: ReleaseControl | None = None
+) -> Iterator[ReleaseProgress]:
     """Run the phases in the block; on any failure roll back and raise ReleaseRolledBack.
 
     Everything the release reports to gets its events, and its report is published when
     it ends (canary.wiring). Phases before `resume_from` are done already (a resumed
-    release) and are skipped.
+    release) and are skipped, and so are those an operator's full promotion skips
+    (`control`, canary.control).
     """
-    progress = ReleaseProgress(release, resume_from)
+    progress = ReleaseProgress(release, resume_from, control)
     with reporting_release(release, lambda: progress.result):
         try:
+            progress.tell_retry()
             yield progress
         except (Exception, KeyboardInterrupt) as exc:
             progress.roll_back(exc)
@@ -135,9 +143,15 @@ def _now() -> datetime:
 class ReleaseProgress:
     """The phases run so far, and the events that tell about them."""
 
-    def __init__(self, release: Release, resume_from: str | None = None):
+    def __init__(
+        self,
+        release: Release,
+        resume_from: str | None = None,
+        control: ReleaseControl | None = None,
+    ):
         self.release = release
         self.resume_from = resume_from
+        self.control = control
         self.started = _now()
         self.records: list[PhaseRecord] = []
         self.result: ReleaseResult | None = None
@@ -151,6 +165,8 @@ class ReleaseProgress:
         release, name = self.release, phase_name or phase_task.name
         if not release.has_phase(name) or self._done_before_resume(name):
             return
+        if self.control is not None and self.control.skips(name):
+            return  # an operator's promote --full: its gates are skipped with it
         checkpoint(release)  # an abort, a cancellation or a lost lease stops here
         phase = release.phase(name)
         self.pass_gates_before(name)
@@ -179,10 +195,20 @@ class ReleaseProgress:
             if not outcome.proceed:
                 raise GateRefused(outcome.message)
 
+    def tell_retry(self) -> None:
+        """A retried release names the run it retries, first thing."""
+        if self.release.retry_of is not None:
+            message = retried_message(self.release.retry_of)
+            emit(
+                self.release, EventKind.OPERATOR_RETRIED, decision="operator-retry", message=message
+            )
+
     def roll_back(self, exc: BaseException) -> None:
         release = self.release
         failed = self._mark_failed()
         reason = f"{failed}: {reason_of(exc)}" if failed else reason_of(exc)
+        if self.control is not None:  # operators' requests from now on: "rolling back"
+            self.control.rolling_back(reason, aborted=isinstance(exc, ReleaseAborted))
         if isinstance(exc, LeaseLost):  # another release owns the traffic now: leave it be
             emit(release, EventKind.FAILED, failed, message=reason)
             raise ReleaseFailed(self.finish("failed", reason, failed)) from None
@@ -203,12 +229,15 @@ class ReleaseProgress:
             outcome=outcome,
             reason=reason,
             failed_phase=failed,
+            retry_of=self.release.retry_of,
             started=self.started,
             finished=_now(),
             phases=self.records,
         )
         if outcome == "promoted":
             emit(self.release, EventKind.PROMOTED, canary_weight=100, message=reason)
+        if self.control is not None:
+            self.control.ended(self.result)
         return self.result
 
     def _mark_failed(self) -> str | None:

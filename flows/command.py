@@ -41,6 +41,7 @@ def run_main(argv: Sequence[str]) -> int:
         release_id=args.release_id,
         initiator=args.initiator,
         report=args.report,
+        retry_of=args.retry_of,
     )
 
 
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report", metavar="PATH", help="write the release report there (markdown; PNG beside)"
     )
+    parser.add_argument(
+        "--retry-of", metavar="RUN_ID", help="the rolled-back run this retries (canary retry)"
+    )
     return parser
 
 
@@ -75,6 +79,7 @@ def run_release(
     watchers: Sequence[Notifier] = (),
     before_summary: Callable[[], None] | None = None,
     report: str | None = None,
+    retry_of: str | None = None,
 ) -> int:
     """Run the flow, print each transition and a summary; returns the exit code.
 
@@ -95,7 +100,7 @@ def run_release(
     quiet_prefect_console()
     console = ConsoleNotifier(stdout=True, stream=out)
     with notifying(console, *watchers), reporting_to(report) as report_path:
-        result, code = _run_flow(plan, target, release_id, initiator)
+        result, code = _run_flow(plan, target, release_id, initiator, retry_of)
     if before_summary is not None:
         before_summary()
     if result is not None:
@@ -106,12 +111,16 @@ def run_release(
 
 
 def _run_flow(
-    plan: ReleasePlan, target: ReleaseTarget, release_id: str | None, initiator: str | None
+    plan: ReleasePlan,
+    target: ReleaseTarget,
+    release_id: str | None,
+    initiator: str | None,
+    retry_of: str | None = None,
 ) -> tuple[ReleaseResult | None, int]:
     from flows.canary_release import ReleaseFailed, ReleaseRolledBack, canary_release
 
     try:
-        result = canary_release(plan, target, release_id, initiator)
+        result = canary_release(plan, target, release_id, initiator, retry_of)
     except ReleaseFailed as exc:
         return exc.result, ERROR
     except ReleaseRolledBack as exc:

@@ -83,6 +83,7 @@ def release(
     mesh_url: Annotated[Text | None, _title("Mesh URL")] = None,
     initiator: Annotated[Text | None, _title("Initiator (your Slack member id)")] = None,
     lock_timeout: Annotated[Seconds, _title("Lock timeout (seconds)")] = 3600.0,
+    retry_of: Annotated[Text | None, _title("Retry of run")] = None,
 ) -> ReleaseResult | None:
     """Canary release of one service, phase by phase; any failure rolls back.
 
@@ -97,6 +98,7 @@ def release(
         initiator: Your Slack member id (U...). With it, a fourEyes gate needs someone else
             to approve; left empty, it needs two different approvers.
         lock_timeout: Seconds to wait while another release of the service runs.
+        retry_of: The rolled-back run this run retries (set by `canary retry`).
     """
     _warn_unset_job_variables()
     chosen = plan_to_release(plan, version, image)
@@ -109,7 +111,7 @@ def release(
                 chosen.namespace,
             )
             return None
-        return canary_release.fn(chosen, target, initiator=initiator)
+        return canary_release.fn(chosen, target, initiator=initiator, retry_of=retry_of)
 
 
 def _warn_unset_job_variables() -> None:

@@ -7,7 +7,6 @@ a gate, a refused approver), 1 when the Prefect API cannot be reached.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import os
 import sys
@@ -26,7 +25,9 @@ class _Refused(BadInput):
     """Bad input, reported in one line with exit code 2."""
 
 
-def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def run_reporting_errors(
+    handler: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
     try:
         return handler(args)
     except BadInput as exc:
@@ -44,14 +45,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def _run_id(text: str) -> str:
+def parse_run_id(text: str) -> str:
     try:
         return str(uuid.UUID(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a flow run id") from None
 
 
-def _me() -> str:
+def me() -> str:
     return os.environ.get("CANARY_USER") or getpass.getuser()
 
 
@@ -70,7 +71,7 @@ def _decision_main(decision: str, argv: list[str]) -> int:
     parser = CommandParser(
         prog=f"canary {decision}", description=f"{decision} a waiting release gate"
     )
-    parser.add_argument("run_id", type=_run_id, metavar="RUN_ID")
+    parser.add_argument("run_id", type=parse_run_id, metavar="RUN_ID")
     parser.add_argument("--reason", default="", metavar="R")
     parser.add_argument(
         "--as",
@@ -81,14 +82,14 @@ def _decision_main(decision: str, argv: list[str]) -> int:
     )
     parser.add_argument("--gate", default=None, help="the gate key, e.g. promote (default: any)")
     parser.set_defaults(decision=decision)
-    return _run(_decide, parser.parse_args(argv))
+    return run_reporting_errors(_decide, parser.parse_args(argv))
 
 
 def _decide(args: argparse.Namespace) -> int:
     from canary.approvals.decisions import decide
     from canary.approvals.policy import slack_members
 
-    who = args.who or _me()
+    who = args.who or me()
     request = decide(
         args.run_id,
         args.decision,
@@ -103,25 +104,15 @@ def _decide(args: argparse.Namespace) -> int:
 
 def abort_main(argv: list[str]) -> int:
     parser = CommandParser(prog="canary abort", description="stop a release; it rolls back")
-    parser.add_argument("run_id", type=_run_id, metavar="RUN_ID")
+    parser.add_argument("run_id", type=parse_run_id, metavar="RUN_ID")
     parser.add_argument("--as", dest="who", default=None, metavar="WHO")
-    return _run(_abort, parser.parse_args(argv))
+    return run_reporting_errors(_abort, parser.parse_args(argv))
 
 
 def _abort(args: argparse.Namespace) -> int:
-    from canary.approvals.decisions import AlreadyDecided, decide, flow_run_state
-    from canary.approvals.pause import paused_gate
-    from canary.stopping import request_abort
+    from canary.approvals.decisions import abort
 
-    who = args.who or _me()
-    state = flow_run_state(args.run_id)
-    if state is not None and state.is_final():
-        raise _Refused(f"run {args.run_id} has already ended ({state.name})")
-    request_abort(args.run_id, who)
-    gate = paused_gate(state)
-    if gate is not None:  # a run waiting at a gate would not see the request until decided
-        with contextlib.suppress(AlreadyDecided):
-            decide(args.run_id, "reject", who, gate=gate, reason="abort requested", check=False)
+    abort(args.run_id, args.who or me())
     print(f"abort requested for run {args.run_id}; it rolls back at its next step")
     return 0
 
@@ -131,10 +122,10 @@ def _abort(args: argparse.Namespace) -> int:
 
 def status_main(argv: list[str]) -> int:
     parser = CommandParser(prog="canary status", description="a release run, or the recent ones")
-    parser.add_argument("run_id", nargs="?", type=_run_id, metavar="RUN_ID")
+    parser.add_argument("run_id", nargs="?", type=parse_run_id, metavar="RUN_ID")
     parser.add_argument("-n", "--limit", type=int, default=20, help="runs listed without an id")
     parser.add_argument("--flow", default=RELEASE_FLOW, help=f"flow name (default {RELEASE_FLOW})")
-    return _run(_status, parser.parse_args(argv))
+    return run_reporting_errors(_status, parser.parse_args(argv))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -200,7 +191,28 @@ def _run_status(client: Any, run_id: str) -> str:
             f"gate     {request.title}: {request.status}, until {request.deadline:%H:%M:%S} UTC"
             + (f" ({request.note})" if request.note else "")
         )
+    lines += _operator_lines(run_id)
     return "\n".join(lines)
+
+
+def _operator_lines(run_id: str) -> list[str]:
+    """An operator's pause in force, and the run a retry retries (canary.control)."""
+    from canary.control.state import load_record
+
+    record = load_record(run_id)
+    if record is None:
+        return []
+    lines = []
+    if record.paused is not None:
+        paused = record.paused
+        lines.append(
+            f"paused   by {paused.by} at {paused.phase} ({paused.canary_weight} %) since "
+            f"{paused.at:%H:%M:%S} UTC"
+            + (f", until {paused.until:%H:%M:%S} UTC" if paused.until else "")
+        )
+    if record.retry_of:
+        lines.append(f"retry of {record.retry_of}")
+    return lines
 
 
 def _latest_phase(client: Any, run_id: str) -> tuple[str | None, int | None]:

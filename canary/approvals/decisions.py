@@ -9,6 +9,7 @@ come from there.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Literal
 from uuid import UUID
@@ -142,6 +143,20 @@ def _input(decision: str, who: str, reason: str) -> ApprovalInput:
         problem = exc.errors()[0]
         field = ".".join(str(part) for part in problem["loc"])
         raise DecisionError(f"{field}: {problem['msg']}") from None
+
+
+def abort(run_id: str, who: str) -> None:
+    """Ask a running release to stop and roll back (`canary abort`, the Abort button)."""
+    from canary.stopping import request_abort
+
+    state = flow_run_state(run_id)
+    if state is not None and state.is_final():
+        raise DecisionError(f"run {run_id} has already ended ({state.name})")
+    request_abort(run_id, who)
+    gate = paused_gate(state)
+    if gate is not None:  # a run waiting at a gate would not see the request until decided
+        with contextlib.suppress(AlreadyDecided):
+            decide(run_id, "reject", who, gate=gate, reason="abort requested", check=False)
 
 
 def describe_decision(request: GateRequest) -> str:

@@ -8,6 +8,11 @@ is not well formed gets 400. A click is then checked step by step: the button's 
 binding, the run paused at that gate, the clicking user among the gate's approvers and
 the four-eyes rule; only then is the run resumed through the Prefect API. Refusals are
 answered with an ephemeral message; the run stays paused.
+
+The operators' buttons of a thread's parent message (Pause or Resume, Promote, Abort) are
+checked the same way: the signed binding of run and action, the button clicked being the
+one the value was signed for, the user among the plan's approvers; then the request goes
+to the run as `canary pause|resume|promote|abort` would send it (canary.control.requests).
 """
 
 from __future__ import annotations
@@ -32,8 +37,16 @@ from canary.approvals.listener_http import (
     bind,
     uvicorn_server,
 )
+from canary.errors import BadInput
 from canary.slack.api import group_members, slack_client
-from canary.slack.buttons import APPROVE_ACTION, REJECT_ACTION, BindingError, verify_binding
+from canary.slack.buttons import (
+    APPROVE_ACTION,
+    OPERATOR_ACTIONS,
+    REJECT_ACTION,
+    BindingError,
+    operator_binding,
+    verify_binding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +99,8 @@ def build_app(config: ListenerConfig, client: WebClient | None = None) -> App:
     app.use(_WellFormed())  # after Bolt's own middleware: the signature is checked by then
     app.action(APPROVE_ACTION)(_on_click("approve", config.binding_key))
     app.action(REJECT_ACTION)(_on_click("reject", config.binding_key))
+    for action_id, action in OPERATOR_ACTIONS.items():
+        app.action(action_id)(_on_operator_click(action, config.binding_key))
     return app
 
 
@@ -177,6 +192,55 @@ def _handle_click(decision: str, key: str, click: Click, client: WebClient) -> N
     else:
         log.info("%s %s at run %s", decided.status, decided.gate, decided.run_id)
         _mark_decided(client, channel, click.message, decided.status, user)
+
+
+def _on_operator_click(action: str, key: str) -> Callable[..., None]:
+    def handle(ack: Callable[..., Any], body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        _handle_operator_click(action, key, Click.from_payload(body), client)
+
+    return handle
+
+
+def _handle_operator_click(action: str, key: str, click: Click, client: WebClient) -> None:
+    """A click on the parent message's Pause, Resume, Promote or Abort button."""
+    from canary.approvals.decisions import abort
+    from canary.control.requests import AlreadyDecided as Taken
+    from canary.control.requests import NotAllowed as Refused
+    from canary.control.requests import judge_abort, request
+
+    user, channel = click.user, click.channel
+
+    def tell(text: str) -> None:
+        client.chat_postEphemeral(channel=channel, user=user, text=text)
+
+    try:
+        binding = verify_binding(click.value, key)
+        if binding.gate != operator_binding(action):
+            raise BindingError("the button's value was signed for another button")
+    except BindingError as exc:
+        log.warning("refused a %s click by %s: %s", action, user, exc)
+        tell(f":warning: Not accepted: {exc}.")
+        return
+    members = lambda group: group_members(client, group)  # noqa: E731
+    try:
+        if action == "abort":
+            judge_abort(binding.run_id, user, members)
+            abort(binding.run_id, user)
+            said = f"abort requested for run {binding.run_id}; it rolls back at its next step"
+        else:
+            reason = f"{action} in Slack"
+            said = request(binding.run_id, action, user, reason=reason, members=members).summary()
+    except (AlreadyDecided, Taken) as exc:
+        tell(f":information_source: Already decided: {exc}.")
+    except (NotAllowed, Refused) as exc:
+        log.info("refused %s by %s: %s", action, user, exc)
+        tell(f":no_entry_sign: You are not allowed to {action} this release: {exc}.")
+    except BadInput as exc:  # a DecisionError or ControlError: one line for a human
+        tell(f":warning: {exc}.")
+    else:
+        log.info("%s by %s at run %s", action, user, binding.run_id)
+        tell(f":white_check_mark: {said}")
 
 
 def _mark_decided(

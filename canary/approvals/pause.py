@@ -246,22 +246,34 @@ def _enter_pause(request: GateRequest, timeout: int, description: str) -> dict[s
     The form's description (markdown, shown above it in the Prefect UI) says what is
     being decided, by whom, until when, and why the gate asks again.
     """
+    keyset = enter_pause(request.run_id, request.pause_key, timeout, ApprovalInput, description)
+    if keyset is not None:
+        run_logger(log).info("%s: paused until a decision, at most %ss", request.title, timeout)
+    return keyset
+
+
+def enter_pause(
+    run_id: str, pause_key: str, timeout: int | None, form: type[RunInput], description: str
+) -> dict[str, str] | None:
+    """Set the run Paused under `pause_key` with `form` as its Resume form (None: no limit).
+
+    Returns the pause's run input keyset, or None if the run is being cancelled already.
+    The description is markdown the Prefect UI shows above the form's fields.
+    """
     from prefect.client.orchestration import get_client
     from prefect.input import keyset_from_paused_state
     from prefect.states import Paused
 
-    paused = Paused(timeout_seconds=timeout, reschedule=False, pause_key=request.pause_key)
+    paused = Paused(timeout_seconds=timeout, reschedule=False, pause_key=pause_key)
     keyset = keyset_from_paused_state(paused)
     paused.state_details.run_input_keyset = keyset
     with get_client(sync_client=True) as client:
-        state = client.set_flow_run_state(request.run_id, paused).state
+        state = client.set_flow_run_state(run_id, paused).state
     if state is not None and (state.is_cancelling() or state.is_cancelled()):
         return None
     if state is None or not state.is_paused():
-        raise RuntimeError(f"{request.title}: the run cannot be paused ({state})")
-    form = ApprovalInput.with_initial_data(description=description)
-    form.save(keyset, flow_run_id=UUID(request.run_id))  # the UI's form
-    run_logger(log).info("%s: paused until a decision, at most %ss", request.title, timeout)
+        raise RuntimeError(f"run {run_id} cannot be paused under {pause_key} ({state})")
+    form.with_initial_data(description=description).save(keyset, flow_run_id=UUID(run_id))
     return keyset
 
 
@@ -306,7 +318,9 @@ def _claimed(request: GateRequest, answer: ApprovalInput) -> bool:
 
 def _close(request: GateRequest, outcome: GateOutcome) -> GateOutcome:
     if outcome.decision in ("timed-out", "aborted"):
-        _resume_after_timeout(request.run_id, outcome.message)
+        # After a pause times out the server keeps the run Paused, or fails it with "paused
+        # and never resumed"; neither would say which gate timed out.
+        put_back_to_running(request.run_id, outcome.message)
     save_request(
         request.model_copy(
             update={
@@ -320,19 +334,17 @@ def _close(request: GateRequest, outcome: GateOutcome) -> GateOutcome:
     return outcome
 
 
-def _resume_after_timeout(run_id: str, message: str) -> None:
-    """Put the run back to Running so the rollback runs and the final state is ours.
-
-    After a pause times out the server keeps the run Paused, or fails it with "paused and
-    never resumed"; neither would say which gate timed out.
-    """
+def put_back_to_running(run_id: str, message: str) -> None:
+    """Put a run that paused itself back to Running, so what follows runs and the final
+    state is the release's own; a run being cancelled is left to its cancellation."""
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(run_id).state
-        if state is not None and not state.is_running():
-            client.set_flow_run_state(run_id, Running(message=message), force=True)
+        if state is None or state.is_running() or state.is_cancelling() or state.is_cancelled():
+            return
+        client.set_flow_run_state(run_id, Running(message=message), force=True)
 
 
 def _decided(gate: Gate, answer: ApprovalInput, approved_before: list[str]) -> GateOutcome:

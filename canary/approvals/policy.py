@@ -8,9 +8,9 @@ without one, the release train), two different approvers must approve.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
-from canary.approvals.store import GateRequest
+from canary.approvals.store import Question
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,8 @@ Members = Callable[[str], Collection[str]]
 """Resolves a Slack user group id to the ids of its members."""
 
 
-def refusal(request: GateRequest, who: str, decision: str, members: Members | None) -> str | None:
-    """Why `who` may not take `decision` at this gate, or None if they may."""
+def refusal(request: Question, who: str, decision: str, members: Members | None) -> str | None:
+    """Why `who` may not take `decision` (four-eyes counts for `approve`), or None if they may."""
     who = who.strip()
     if not who:
         return "the approver is not named"
@@ -41,11 +41,24 @@ def refusal(request: GateRequest, who: str, decision: str, members: Members | No
     return f"{who} is not an approver of {request.title}"
 
 
-def needs_another_approval(request: GateRequest, who: str) -> bool:
+def needs_another_approval(request: Question, who: str) -> bool:
     """Whether `who`'s approval leaves a four-eyes gate waiting for a second approver."""
     if not request.four_eyes or request.initiator:
         return False
     return len({*request.approved_by, who}) < 2
+
+
+def approved_by_all(request: Question, people: Sequence[str], members: Members | None) -> bool:
+    """Whether these people, approving one after the other, pass the question."""
+    so_far: list[str] = []
+    for who in people:
+        asked = request.model_copy(update={"approved_by": so_far})
+        if refusal(asked, who, "approve", members) is not None:
+            return False
+        if not needs_another_approval(asked, who):
+            return True
+        so_far = [*so_far, who]
+    return False
 
 
 def slack_members() -> Members:

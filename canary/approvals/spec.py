@@ -75,6 +75,11 @@ class Gate(Model):
     timeout: Duration = Field(1800.0, description="How long the gate waits for a decision.")
     on_timeout: Literal["rollback", "proceed"] = "rollback"
     four_eyes: bool = Field(False, description="The release's initiator may not approve.")
+    promote_approves: bool = Field(
+        False,
+        description="An operator's promote into this phase by an approver of this gate "
+        "counts as its approval.",
+    )
 
     @model_validator(mode="after")
     def _timeout_positive(self) -> Gate:

@@ -8,12 +8,15 @@ claim-<pause key> (a flow run input of the paused run)
                                   who decided this pause from outside the run. The API
                                   server keeps one input per key: the first decision to
                                   claim a pause wins, a second is told who was first.
+
+`claim_first` is that mechanism for any key; operator actions (canary.control) claim their
+decision slots with it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import httpx
@@ -46,16 +49,23 @@ class Claim(BaseModel):
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-class GateRequest(BaseModel):
+class Question(BaseModel):
+    """What judging a decision needs (canary.approvals.policy): who may decide, four-eyes."""
+
+    title: str
+    approvers: Approvers
+    four_eyes: bool = False
+    initiator: str | None = None
+    # Four-eyes without a known initiator: who approved so far (one is not enough).
+    approved_by: list[str] = Field(default_factory=list)
+
+
+class GateRequest(Question):
     """The open gate of one flow run, as stored for the listener and the CLI."""
 
     run_id: str
     release_id: str
     gate: str
-    title: str
-    approvers: Approvers
-    four_eyes: bool = False
-    initiator: str | None = None
     pause_key: str
     attempt: int = 1
     deadline: datetime
@@ -65,8 +75,6 @@ class GateRequest(BaseModel):
     decided_by: str | None = None
     reason: str = ""
     decided_at: datetime | None = None
-    # Four-eyes without a known initiator: who approved so far (one is not enough).
-    approved_by: list[str] = Field(default_factory=list)
     note: str = ""  # why the gate asks again: a refused decision, a first approval
 
 
@@ -106,44 +114,75 @@ def claim_key(pause_key: str) -> str:
 
 def claim_pause(run_id: str, pause_key: str, claim: Claim) -> None:
     """Claim the pause for `claim`; ClaimTaken when a decision claimed it first."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_flow_run_input(
-                UUID(run_id), claim_key(pause_key), claim.model_dump_json()
-            )
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != httpx.codes.CONFLICT:
-                raise
-            raise ClaimTaken(_read_claim(client, run_id, pause_key) or claim) from None
+    first = claim_first(run_id, claim_key(pause_key), claim)
+    if first is not None:
+        raise ClaimTaken(first)
 
 
 def pause_claim(run_id: str, pause_key: str) -> Claim | None:
     """The decision that claimed the pause, if one did."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return _read_claim(client, run_id, pause_key)
+    return read_claim(run_id, claim_key(pause_key), Claim)
 
 
 def release_claim(run_id: str, pause_key: str) -> None:
     """Drop a claim whose decision did not resume the run (someone resumed it first)."""
+    drop_claim(run_id, claim_key(pause_key))
+
+
+# --- any key: the first to create it wins -------------------------------------------------
+
+ClaimT = TypeVar("ClaimT", bound=BaseModel)
+
+
+def claim_first(run_id: str, key: str, claim: ClaimT) -> ClaimT | None:
+    """Store `claim` as the run's input `key`: None if it was stored, else the first claim.
+
+    The API server refuses a second input under one key (409), so of two claims made at
+    once exactly one is stored.
+    """
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         try:
-            client.delete_flow_run_input(UUID(run_id), claim_key(pause_key))
+            client.create_flow_run_input(UUID(run_id), key, claim.model_dump_json())
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != httpx.codes.CONFLICT:
+                raise
+            return _read(client, run_id, key, type(claim)) or claim
+    return None
+
+
+def read_claim(
+    run_id: str, key: str, model: type[ClaimT], client: Any | None = None
+) -> ClaimT | None:
+    """The claim stored under the run's input `key`, if there is one.
+
+    `client`: an open sync Prefect client to read with (a poller's own), else a new one.
+    """
+    from prefect.client.orchestration import get_client
+
+    if client is not None:
+        return _read(client, run_id, key, model)
+    with get_client(sync_client=True) as client:
+        return _read(client, run_id, key, model)
+
+
+def drop_claim(run_id: str, key: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_flow_run_input(UUID(run_id), key)
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != httpx.codes.NOT_FOUND:
                 raise
 
 
-def _read_claim(client: Any, run_id: str, pause_key: str) -> Claim | None:
+def _read(client: Any, run_id: str, key: str, model: type[ClaimT]) -> ClaimT | None:
     try:
-        value = client.read_flow_run_input(UUID(run_id), claim_key(pause_key))
+        value = client.read_flow_run_input(UUID(run_id), key)
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == httpx.codes.NOT_FOUND:
             return None
         raise
-    return Claim.model_validate_json(value)
+    return model.model_validate_json(value)

@@ -71,6 +71,7 @@ Hold = duration_between(0, 24 * 3600)
 Interval = duration_between(1, 3600)
 Readiness = duration_between(1, 24 * 3600)
 CheckTimeout = duration_between(0.001, 600)
+PauseLimit = duration_between(1)
 CommandTimeout = duration_between(0.001, 3600)
 
 
@@ -397,6 +398,16 @@ class RollbackSpec(Model):
     )
 
 
+class PauseSpec(Model):
+    """What an operator's pause (`canary pause`, the Slack thread's Pause button) may do."""
+
+    max_duration: PauseLimit | None = Field(
+        None,
+        description="The longest a release may stay paused; past it, it rolls back. "
+        "Default: no limit, paused until resumed.",
+    )
+
+
 class TimeoutsSpec(Model):
     readiness: Readiness = Field(600.0, description="Deadline for the canary to become ready.")
 
@@ -449,6 +460,7 @@ class ReleasePlan(Model):
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     rollback: RollbackSpec = Field(default_factory=RollbackSpec)
     timeouts: TimeoutsSpec = Field(default_factory=TimeoutsSpec)
+    pause: PauseSpec = Field(default_factory=PauseSpec, description="Operator pauses.")
     gates: list[Gate] = Field(default_factory=list, max_length=100, description="Human approvals.")
     notifications: Notifications = Field(default_factory=Notifications)
     schedule: ScheduleSpec | None = Field(None, description="A version for the release train.")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from canary.events import ROUTED_WEIGHT, EventKind, ReleaseEvent
+from canary.events import OPERATOR_KINDS, ROUTED_WEIGHT, EventKind, ReleaseEvent
 from canary.identity import ReleaseIdentity
 from canary.release import PhaseRecord, ReleaseResult
 
@@ -59,6 +59,16 @@ class Approval(BaseModel):
     message: str
 
 
+class OperatorAction(BaseModel):
+    """What an operator did (canary.control): pause, resume, promote, abort, retry."""
+
+    time: datetime
+    phase: str | None
+    kind: str  # operator-paused, operator-resumed, operator-promoted, ...
+    decision: str | None  # as counted in canary_release_decisions_total; None for a note
+    message: str
+
+
 class MetricSeries(BaseModel):
     """One quantity of one version over the release, as (Unix seconds, value) points."""
 
@@ -86,6 +96,8 @@ class ReleaseReport(BaseModel):
     weights: list[tuple[datetime, int]]
     decisions: list[AnalysisEntry]
     approvals: list[Approval]
+    operator_actions: list[OperatorAction] = Field(default_factory=list)
+    retry_of: str | None = None  # the rolled-back run this release retried
     metrics: list[MetricSeries] = Field(default_factory=list)
     metrics_source: str = ""
 
@@ -130,6 +142,18 @@ def build_report(
             for e in events
             if e.kind.value.startswith("approval-")
         ],
+        operator_actions=[
+            OperatorAction(
+                time=e.time,
+                phase=e.phase,
+                kind=e.kind.value,
+                decision=e.decision,
+                message=e.message,
+            )
+            for e in events
+            if e.kind in OPERATOR_KINDS
+        ],
+        retry_of=result.retry_of if result is not None else None,
         metrics=metrics or [],
         metrics_source=metrics_source,
     )

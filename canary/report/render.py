@@ -47,6 +47,8 @@ def markdown(report: ReleaseReport, plot: str | None = None) -> str:
         _decisions(report),
         "## Approvals",
         _approvals(report),
+        "## Operator actions",
+        _operator_actions(report),
         "## Metrics",
         f"![canary and stable over the release]({plot})" if plot else "No plot.",
         f"Source: {report.metrics_source}." if report.metrics_source else "",
@@ -60,7 +62,9 @@ def _intro(report: ReleaseReport) -> str:
         f"Release `{who.release_id}` of `{who.service}` in namespace "
         f"`{who.namespace}`, {who.stable_version} → {who.canary_version}, "
         f"{day} {clock(report.started)} → {clock(report.finished)} UTC "
-        f"({report.seconds:.1f} s).\n\n**Outcome: {report.outcome}** — {_cell(report.reason)}"
+        f"({report.seconds:.1f} s)."
+        + (f" A retry of rolled-back run `{report.retry_of}`." if report.retry_of else "")
+        + f"\n\n**Outcome: {report.outcome}** — {_cell(report.reason)}"
     )
 
 
@@ -112,6 +116,16 @@ def _approvals(report: ReleaseReport) -> str:
         for a in report.approvals
     ]
     return _table(["time", "before", "decision", "message"], rows)
+
+
+def _operator_actions(report: ReleaseReport) -> str:
+    if not report.operator_actions:
+        return "No operator acted on the release."
+    rows = [
+        [clock(a.time), a.phase or "-", a.kind.removeprefix("operator-"), _cell(a.message)]
+        for a in report.operator_actions
+    ]
+    return _table(["time", "phase", "action", "message"], rows)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

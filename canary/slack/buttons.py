@@ -1,9 +1,11 @@
-"""The approval buttons, and their signed values: which paused run and gate a click decides.
+"""The thread's buttons, and their signed values: which run and gate (or action) a click decides.
 
 A button's `value` travels through Slack and comes back in the click; anyone who can
 edit the payload could point it at another run. The value therefore carries an HMAC over
 (run id, gate key), and the listener (canary.approvals.listener) refuses values whose MAC
-does not match.
+does not match. The operators' buttons of the thread's parent message (Pause or Resume,
+Promote, Abort) sign (run id, `operator-<action>`) the same way, so a value cannot be moved
+to another run nor to another button.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from canary.slack.api import secret_value
 
 APPROVE_ACTION = "canary_approve"
 REJECT_ACTION = "canary_reject"
+# The parent message's buttons: Slack action id -> what the button asks.
+OPERATOR_ACTIONS = {
+    "canary_pause": "pause",
+    "canary_resume": "resume",
+    "canary_promote": "promote",
+    "canary_abort": "abort",
+}
+OPERATOR_BLOCK = "canary_operator"
 
 _VERSION = "c1"
 _SEP = "|"
@@ -78,11 +88,37 @@ def gate_buttons(run_id: str, gate: str, key: str) -> dict[str, Any]:
     }
 
 
-def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:
+def operator_binding(action: str) -> str:
+    """What an operator button's value binds besides the run: its action."""
+    return f"operator-{action}"
+
+
+def operator_buttons(run_id: str, paused: bool, key: str) -> dict[str, Any]:
+    """The parent message's actions block: Pause (Resume while paused), Promote, Abort."""
+    labels = {"pause": "Pause", "resume": "Resume", "promote": "Promote", "abort": "Abort"}
+    shown = ["resume" if paused else "pause", "promote", "abort"]
+    styles = {"promote": "primary", "abort": "danger"}
+    by_action = {action: action_id for action_id, action in OPERATOR_ACTIONS.items()}
     return {
+        "type": "actions",
+        "block_id": OPERATOR_BLOCK,
+        "elements": [
+            _button(
+                labels[action],
+                by_action[action],
+                sign_binding(run_id, operator_binding(action), key),
+                styles.get(action),
+            )
+            for action in shown
+        ],
+    }
+
+
+def _button(label: str, action_id: str, value: str, style: str | None) -> dict[str, Any]:
+    button = {
         "type": "button",
         "text": {"type": "plain_text", "text": label},
         "action_id": action_id,
         "value": value,
-        "style": style,
     }
+    return button | ({"style": style} if style else {})

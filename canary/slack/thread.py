@@ -26,7 +26,7 @@ from slack_sdk.errors import SlackApiError
 from canary.events import EventKind, ReleaseEvent
 from canary.prefect_variables import SLACK_THREAD_PREFIX, load, store, var_name
 from canary.slack.api import slack_client_from_env
-from canary.slack.buttons import binding_key, gate_buttons
+from canary.slack.buttons import binding_key, gate_buttons, operator_buttons
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ _ICON = {
     EventKind.ROLLBACK: ":rewind:",
     EventKind.PROMOTED: ":rocket:",
     EventKind.FAILED: ":x:",
+    EventKind.OPERATOR_PAUSED: ":double_vertical_bar:",
+    EventKind.OPERATOR_RESUMED: ":arrow_forward:",
+    EventKind.OPERATOR_PROMOTED: ":fast_forward:",
+    EventKind.OPERATOR_ABORTED: ":octagonal_sign:",
+    EventKind.OPERATOR_RETRIED: ":repeat:",
+    EventKind.OPERATOR_REQUEST: ":speech_balloon:",
 }
 _STATUS = {
     EventKind.APPROVAL_REQUESTED: "waiting for approval",
@@ -50,7 +56,12 @@ _STATUS = {
     EventKind.ROLLBACK: "rolled back",
     EventKind.PROMOTED: "promoted",
     EventKind.FAILED: "failed",
+    EventKind.OPERATOR_PAUSED: "paused by an operator",
+    EventKind.OPERATOR_ABORTED: "aborted; rolling back",
 }
+# Events after which the release takes no operators' action any more: no buttons.
+_OVER = {EventKind.ROLLBACK, EventKind.PROMOTED, EventKind.FAILED, EventKind.OPERATOR_ABORTED}
+_UNPAUSING = {EventKind.OPERATOR_RESUMED, EventKind.OPERATOR_PROMOTED, EventKind.PHASE_FINISHED}
 _DECISIONS = {
     EventKind.APPROVAL_GIVEN,
     EventKind.APPROVAL_REJECTED,
@@ -75,6 +86,8 @@ class _Thread:
     phase: str | None = None
     weight: int | None = None
     status: str = "in progress"
+    paused: bool = False  # by an operator: the parent offers Resume instead of Pause
+    over: bool = False  # promoted or rolling back: the parent offers no button
     # Approval requests per gate: (ts, blocks without the buttons).
     requests: dict[str, list[tuple[str, list[Any]]]] = field(default_factory=dict)
 
@@ -211,6 +224,9 @@ class SlackNotifier:
         link = self._run_link(thread.run_id)
         notes = [f"release `{event.identity.release_id}`", *([link] if link else [])]
         blocks.append(_context(" · ".join(notes)))
+        key = binding_key() if thread.run_id and not thread.over else None
+        if key and thread.run_id:
+            blocks.append(operator_buttons(thread.run_id, thread.paused, key))
         return blocks
 
     def _run_link(self, run_id: str | None) -> str | None:
@@ -261,7 +277,17 @@ def _advance(thread: _Thread, event: ReleaseEvent) -> None:
         thread.phase = event.phase
     if event.canary_weight is not None:
         thread.weight = event.canary_weight
-    thread.status = _STATUS.get(event.kind, "in progress")
+    if event.kind is EventKind.OPERATOR_PAUSED:
+        thread.paused = True
+    elif event.kind in _UNPAUSING or event.kind in _OVER:
+        thread.paused = False
+    thread.over = thread.over or event.kind in _OVER
+    # While paused, analysis rounds and notes go on; the status says paused until it ends.
+    thread.status = (
+        _STATUS[EventKind.OPERATOR_PAUSED]
+        if thread.paused
+        else _STATUS.get(event.kind, "in progress")
+    )
 
 
 def _reply_text(event: ReleaseEvent) -> str:
