@@ -350,9 +350,13 @@ def answer_in_form(run: UUID, gate: str, approver: str, after: Any = None) -> An
 def asked_again(run: UUID, gate: str, answered: Any) -> str:
     """The description of the form the run shows when it asks at `gate` again."""
     again = wait_paused_at(run, gate, not_key=answered.state_details.pause_key, timeout=60)
-    shown = form_description(again)
-    assert shown, f"the re-opened Resume form at {gate} has no description"
-    return shown
+    # The pause's description is an input of its own, written beside the Paused state.
+    return wait_until(
+        lambda: form_description(again),
+        60,
+        interval=0.5,
+        message=f"the re-opened Resume form at {gate} to have its description",
+    )
 
 
 # --- the form's parameters -------------------------------------------------------------------

@@ -6,20 +6,29 @@ import httpx
 import pytest
 
 from sandbox.demo_prefect import DATABASE, cache_dir, demo_prefect
+from tests.support.deployments import RETRIED
+from tests.support.waiting import wait_until
+
+
+def post(url: str, body: dict) -> httpx.Response:
+    """A POST retried as Prefect's own client retries it (a busy SQLite answers 503)."""
+
+    def answered() -> httpx.Response | None:
+        response = httpx.post(url, json=body, timeout=30)
+        return None if response.status_code in RETRIED else response
+
+    response = wait_until(answered, 60, interval=1.0, message=f"POST {url} to be answered")
+    response.raise_for_status()
+    return response
 
 
 def flow_runs(api_url: str) -> list[dict]:
-    answer = httpx.post(f"{api_url}/flow_runs/filter", json={"limit": 10}, timeout=30)
-    answer.raise_for_status()
-    return answer.json()
+    return post(f"{api_url}/flow_runs/filter", {"limit": 10}).json()
 
 
 def make_a_flow_run(api_url: str) -> None:
-    flow = httpx.post(f"{api_url}/flows/", json={"name": "a-demo"}, timeout=30).json()
-    created = httpx.post(
-        f"{api_url}/flow_runs/", json={"flow_id": flow["id"], "name": "first"}, timeout=30
-    )
-    created.raise_for_status()
+    flow = post(f"{api_url}/flows/", {"name": "a-demo"}).json()
+    post(f"{api_url}/flow_runs/", {"flow_id": flow["id"], "name": "first"})
 
 
 def test_each_demo_starts_on_a_fresh_copy_of_the_migrated_database(tmp_path, monkeypatch):
