@@ -100,7 +100,7 @@ def build_app(config: ListenerConfig, client: WebClient | None = None) -> App:
     app.action(APPROVE_ACTION)(_on_click("approve", config.binding_key))
     app.action(REJECT_ACTION)(_on_click("reject", config.binding_key))
     for action_id, action in OPERATOR_ACTIONS.items():
-        app.action(action_id)(_on_operator_click(action, config.binding_key))
+        app.action(action_id)(_on_click(action, config.binding_key, _handle_operator_click))
     return app
 
 
@@ -153,10 +153,16 @@ class _WellFormed(Middleware):
         return next()
 
 
-def _on_click(decision: str, key: str) -> Callable[..., None]:
+ClickHandler = Callable[[str, str, "Click", WebClient], None]
+
+
+def _on_click(action: str, key: str, handler: ClickHandler | None = None) -> Callable[..., None]:
+    """Bolt's listener for a button: acknowledge at once, then `handler` (a gate's by default)."""
+    handled = handler or _handle_click
+
     def handle(ack: Callable[..., Any], body: dict[str, Any], client: WebClient) -> None:
         ack()
-        _handle_click(decision, key, Click.from_payload(body), client)
+        handled(action, key, Click.from_payload(body), client)
 
     return handle
 
@@ -192,14 +198,6 @@ def _handle_click(decision: str, key: str, click: Click, client: WebClient) -> N
     else:
         log.info("%s %s at run %s", decided.status, decided.gate, decided.run_id)
         _mark_decided(client, channel, click.message, decided.status, user)
-
-
-def _on_operator_click(action: str, key: str) -> Callable[..., None]:
-    def handle(ack: Callable[..., Any], body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        _handle_operator_click(action, key, Click.from_payload(body), client)
-
-    return handle
 
 
 def _handle_operator_click(action: str, key: str, click: Click, client: WebClient) -> None:
