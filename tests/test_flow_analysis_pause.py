@@ -13,12 +13,11 @@ from prefect.states import Cancelling
 
 from canary.approvals.store import gate_request
 from canary.events import EventKind, ReleaseEvent
-from canary.notify import notifying
 from canary.planner import canary_weight
 from flows.canary_release import ReleaseRolledBack
 from sandbox.prometheus import PrometheusServer, free_port
+from tests.support.operators import OperatedRelease
 from tests.support.prometheus import require_prometheus
-from tests.support.releases import release_outcome, start_in_thread
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
@@ -26,21 +25,8 @@ APPROVER = "U0ONCALL"
 STEP_HOLD = 4.0
 
 
-class Release:
+class Release(OperatedRelease):
     """canary_release in a thread, with its events, so the test can answer its pauses."""
-
-    def __init__(self, plan: Any, box: Any, release_id: str):
-        self.plan, self.box, self.release_id = plan, box, release_id
-        self.events: list[ReleaseEvent] = []
-        self.outcome: Any = None
-        self.thread = start_in_thread(self._run)
-
-    def notify(self, event: ReleaseEvent) -> None:
-        self.events.append(event)
-
-    def _run(self) -> None:
-        with notifying(self):
-            self.outcome = release_outcome(self.plan, self.box, self.release_id)
 
     def paused_at(self, prefix: str, after: str | None = None, timeout: float = 30) -> str:
         """Wait until the run is paused under a key starting with `prefix` (not `after`)."""
