@@ -45,8 +45,10 @@ def startup() -> None:
     box.wait_ready(timeout=10)
     bookinfo_ready = time.monotonic() - began
     print(f"start -> API ready:      {api_ready * 1000:7.1f} ms  (target < 3000 ms)")
-    print(f"start -> BookInfo ready: {bookinfo_ready * 1000:7.1f} ms  "
-          "(includes the scenario's 0.5 s start-up delay)")
+    print(
+        f"start -> BookInfo ready: {bookinfo_ready * 1000:7.1f} ms  "
+        "(includes the scenario's 0.5 s start-up delay)"
+    )
     cpu0, wall0 = time.process_time(), time.monotonic()
     time.sleep(2.0)
     idle = (time.process_time() - cpu0) / (time.monotonic() - wall0)
@@ -66,8 +68,10 @@ def simulator(rps: float, seconds: float) -> None:
         sent, cpu, wall = sim.sent - sent0, time.process_time() - cpu0, time.monotonic() - wall0
     achieved = sent / wall
     verdict = "keeps up" if achieved >= 0.98 * rps else "FALLS BEHIND"
-    print(f"simulator at {rps:.0f} rps for {wall:.1f} s on one core: {achieved:.1f} rps "
-          f"achieved ({verdict}), {cpu:.2f} CPU s used ({cpu / wall * 100:.1f} % of the core)")
+    print(
+        f"simulator at {rps:.0f} rps for {wall:.1f} s on one core: {achieved:.1f} rps "
+        f"achieved ({verdict}), {cpu:.2f} CPU s used ({cpu / wall * 100:.1f} % of the core)"
+    )
 
 
 def main() -> None:

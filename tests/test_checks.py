@@ -101,7 +101,12 @@ def test_commands_get_the_url_header_and_release_id(fast_plan, tmp_path):
 @pytest.mark.parametrize(
     ("plan_url", "mesh_url", "env_url", "expected"),
     [
-        ("http://127.0.0.1:8001/", "http://127.0.0.1:8002", "http://127.0.0.1:8003", "http://127.0.0.1:8001"),
+        (
+            "http://127.0.0.1:8001/",
+            "http://127.0.0.1:8002",
+            "http://127.0.0.1:8003",
+            "http://127.0.0.1:8001",
+        ),
         (None, "http://127.0.0.1:8002/", "http://127.0.0.1:8003", "http://127.0.0.1:8002"),
         (None, None, "http://127.0.0.1:8003", "http://127.0.0.1:8003"),
         (None, None, None, "http://reviews.default.svc.cluster.local:9080"),

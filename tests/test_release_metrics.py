@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from canary.notify.metrics import metrics_notifier_from_env
 from flows.canary_release import ReleaseRolledBack, canary_release
 from sandbox.prometheus import free_port
 
@@ -35,6 +36,15 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 def value(found: dict, name: str, **labels: str) -> float | None:
     return found.get((name, frozenset((SERVICE | labels).items())))
+
+
+def decisions_counted(decision: str) -> float:
+    """The process's count of `decision` so far: its counters outlive each release, and
+    other tests' releases in this process may have added to them."""
+    metrics = metrics_notifier_from_env()
+    assert metrics is not None, "set CANARY_METRICS_PORT or CANARY_PUSHGATEWAY_URL first"
+    labels = SERVICE | {"decision": decision}
+    return metrics.registry.get_sample_value("canary_release_decisions_total", labels) or 0.0
 
 
 class Pushgateway:
@@ -76,6 +86,7 @@ def test_a_release_is_served_and_pushed_as_metrics(
     port = free_port()
     monkeypatch.setenv("CANARY_METRICS_PORT", str(port))
     monkeypatch.setenv("CANARY_PUSHGATEWAY_URL", pushgateway.url)
+    passed, failed = decisions_counted("pass"), decisions_counted("fail")
     promoted, faulty = start_sandbox("healthy"), start_sandbox("faulty")
 
     result = canary_release(fast_plan(), target=promoted.target)
@@ -88,7 +99,7 @@ def test_a_release_is_served_and_pushed_as_metrics(
     assert value(found, "canary_release_phase_info", phase="cleanup") == 1
     # From the first event to the last: within the flow's own span, and more than a moment.
     assert 0 < value(found, "canary_release_duration_seconds") <= result.duration
-    assert value(found, "canary_release_decisions_total", decision="pass") == 4
+    assert value(found, "canary_release_decisions_total", decision="pass") == passed + 4
     path, body = pushgateway.pushes[-1]
     assert path == "/metrics/job/canary-release/namespace/default/service/reviews"
     assert value(samples(body), "canary_release_status") == 1
@@ -101,5 +112,5 @@ def test_a_release_is_served_and_pushed_as_metrics(
     assert value(found, "canary_release_weight") == 0
     assert value(found, "canary_release_phase_info", phase="test") == 1
     assert value(found, "canary_release_phase_info", phase="cleanup") is None
-    assert value(found, "canary_release_decisions_total", decision="fail") == 1
+    assert value(found, "canary_release_decisions_total", decision="fail") == failed + 1
     assert value(samples(pushgateway.pushes[-1][1]), "canary_release_status") == 2

@@ -13,11 +13,10 @@ import pytest
 from canary.control.commands import promote_main
 from canary.control.requests import AlreadyDecided, request
 from canary.events import EventKind
-from canary.notify.metrics import metrics_notifier_from_env
 from sandbox.prometheus import free_port
 from tests.control.test_pause_resume import step_plan
 from tests.support.operators import OperatedRelease
-from tests.test_release_metrics import scrape, value
+from tests.test_release_metrics import decisions_counted, scrape, value
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 ALICE, BOB, MALLORY = "U0ALICE", "U0BOB", "U0MALLORY"
@@ -29,7 +28,7 @@ def test_promote_ends_a_long_hold_and_goes_on_to_the_next_phase(
 ):
     port = free_port()
     monkeypatch.setenv("CANARY_METRICS_PORT", str(port))
-    counted = _promotes_counted(metrics_notifier_from_env())  # other releases of the process
+    counted = decisions_counted("operator-promote")
     box = start_sandbox("healthy")
     release = OperatedRelease(step_plan(fast_plan, LONG_HOLD), box, "r-op-promote")
     release.holding("step-1")
@@ -46,11 +45,6 @@ def test_promote_ends_a_long_hold_and_goes_on_to_the_next_phase(
     assert value(found, "canary_release_decisions_total", decision="operator-promote") == (
         counted + 1
     )
-
-
-def _promotes_counted(metrics) -> float:
-    labels = {"namespace": "default", "service": "reviews", "decision": "operator-promote"}
-    return metrics.registry.get_sample_value("canary_release_decisions_total", labels) or 0.0
 
 
 def test_promote_full_needs_an_allowed_approver_and_four_eyes(start_sandbox, fast_plan, capsys):

@@ -30,8 +30,11 @@ class FakeStore:
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict]:
         with self._lock:
-            return [copy.deepcopy(o) for (r, ns, _), o in sorted(self._objects.items())
-                    if r == resource and namespace in (None, ns)]
+            return [
+                copy.deepcopy(o)
+                for (r, ns, _), o in sorted(self._objects.items())
+                if r == resource and namespace in (None, ns)
+            ]
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict | None:
         with self._lock:
@@ -42,36 +45,63 @@ class FakeStore:
         return self._revision
 
 
-def service(name: str, selector: dict[str, str] | None = None, namespace: str = "default"
-            ) -> dict:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"selector": selector if selector is not None else {"app": name},
-                     "ports": [{"port": 9080, "name": "http"}]}}
+def service(name: str, selector: dict[str, str] | None = None, namespace: str = "default") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": selector if selector is not None else {"app": name},
+            "ports": [{"port": 9080, "name": "http"}],
+        },
+    }
 
 
-def deployment(name: str, labels: dict[str, str], ready: int = 1, namespace: str = "default"
-               ) -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-            "spec": {"replicas": max(ready, 1), "selector": {"matchLabels": dict(labels)},
-                     "template": {"metadata": {"labels": dict(labels)}}},
-            "status": {"readyReplicas": ready} if ready else {}}
+def deployment(
+    name: str, labels: dict[str, str], ready: int = 1, namespace: str = "default"
+) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": max(ready, 1),
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}},
+        },
+        "status": {"readyReplicas": ready} if ready else {},
+    }
 
 
-def destination_rule(host: str, subsets: dict[str, dict[str, str]], name: str | None = None,
-                     namespace: str = "default") -> dict:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-            "metadata": {"name": name or host, "namespace": namespace},
-            "spec": {"host": host,
-                     "subsets": [{"name": n, "labels": lab} for n, lab in subsets.items()]}}
+def destination_rule(
+    host: str,
+    subsets: dict[str, dict[str, str]],
+    name: str | None = None,
+    namespace: str = "default",
+) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name or host, "namespace": namespace},
+        "spec": {
+            "host": host,
+            "subsets": [{"name": n, "labels": lab} for n, lab in subsets.items()],
+        },
+    }
 
 
-def virtual_service(hosts: list[str], http: list[dict[str, Any]], name: str | None = None,
-                    namespace: str = "default") -> dict:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": name or hosts[0].split(".")[0], "namespace": namespace},
-            "spec": {"hosts": hosts, "http": http}}
+def virtual_service(
+    hosts: list[str],
+    http: list[dict[str, Any]],
+    name: str | None = None,
+    namespace: str = "default",
+) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name or hosts[0].split(".")[0], "namespace": namespace},
+        "spec": {"hosts": hosts, "http": http},
+    }
 
 
 def dest(subset: str | None, weight: int | None = None, host: str = "reviews") -> dict:
@@ -89,20 +119,28 @@ def split_vs(v1: int, v2: int) -> dict:
 
 def header_vs() -> dict:
     """BookInfo's test route: end-user jason to v2, everyone else to v1."""
-    return virtual_service(["reviews"], [
-        {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [dest("v2")]},
-        {"route": [dest("v1")]},
-    ])
+    return virtual_service(
+        ["reviews"],
+        [
+            {"match": [{"headers": {"end-user": {"exact": "jason"}}}], "route": [dest("v2")]},
+            {"route": [dest("v1")]},
+        ],
+    )
 
 
-def bookinfo_reviews(store: FakeStore, versions: tuple[str, ...] = ("v1", "v2"),
-                     ready: dict[str, int] | None = None) -> FakeStore:
+def bookinfo_reviews(
+    store: FakeStore, versions: tuple[str, ...] = ("v1", "v2"), ready: dict[str, int] | None = None
+) -> FakeStore:
     """The reviews Service, one Deployment per version and the DestinationRule."""
     ready = ready or {}
     store.put("services", service("reviews"))
     for v in versions:
-        store.put("deployments", deployment(f"reviews-{v}", {"app": "reviews", "version": v},
-                                            ready.get(v, 1)))
-    store.put("destinationrules",
-              destination_rule("reviews", {v: {"version": v} for v in ("v1", "v2", "v3")}))
+        store.put(
+            "deployments",
+            deployment(f"reviews-{v}", {"app": "reviews", "version": v}, ready.get(v, 1)),
+        )
+    store.put(
+        "destinationrules",
+        destination_rule("reviews", {v: {"version": v} for v in ("v1", "v2", "v3")}),
+    )
     return store

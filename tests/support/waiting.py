@@ -9,8 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.05,
-               message: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T], timeout: float, interval: float = 0.05, message: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
