@@ -8,7 +8,7 @@ renews the lease, another watches for `canary abort` and cancellation
 the lease is given back with the outcome.
 
 `checkpoint` runs before every phase and every analysis round: it raises when the release
-must not go on (aborted, cancelled, or the lease lost to another release).
+must not go on (aborted, cancelled, terminated, or the lease lost to another release).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from canary.notify.console import run_logger
 from canary.release import Release
 from canary.resume import unfinished
 from canary.stopping import StopWatch, stop_requested
+from canary.termination import TerminationWatch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Guarded:
     stop_watch: StopWatch
     control: ReleaseControl
     lost: LeaseLost | None = None
+    termination: TerminationWatch = field(default_factory=TerminationWatch)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def heartbeat(self) -> None:
@@ -111,6 +113,7 @@ def guarding(release: Release, explicit_id: bool = False) -> Iterator[Guarded]:
         _live[name] = _live[guarded.holder] = guarded
     for thread in threads:
         thread.start()
+    guarded.termination.open()
     try:
         yield guarded
     except Exception as exc:
@@ -125,6 +128,7 @@ def guarding(release: Release, explicit_id: bool = False) -> Iterator[Guarded]:
         guarded.let_go()
         guarded.give_back("promoted")
     finally:
+        guarded.termination.close()
         for thread in threads:
             thread.join(timeout=5)
         with _live_lock:
@@ -178,6 +182,7 @@ def checkpoint(release: Release) -> None:
     """
     guarded = guarded_by(release.release_id)
     if guarded is not None:
+        guarded.termination.raise_if_terminated()  # a SIGTERM that code on the way lost
         if guarded.lost is not None:
             raise guarded.lost
         if guarded.stop_watch.stopped is not None:
@@ -187,6 +192,17 @@ def checkpoint(release: Release) -> None:
     stopped = stop_requested(run_id) if run_id is not None else None
     if stopped is not None:
         raise stopped
+
+
+def raise_if_terminated(release: Release) -> None:
+    """Raise the termination the process got during the release, if it got one.
+
+    A failure that comes with a lost SIGTERM may be how the signal surfaced (an error
+    from the code it interrupted): the run ends terminated, as Prefect ends one.
+    """
+    guarded = guarded_by(release.release_id)
+    if guarded is not None:
+        guarded.termination.raise_if_terminated()
 
 
 def flow_run_id() -> str | None:

@@ -21,7 +21,7 @@ from canary.control.watch import ReleaseControl
 from canary.errors import CanaryError, reason_of
 from canary.events import EventKind
 from canary.lease import LeaseLost
-from canary.ownership import checkpoint, guarding
+from canary.ownership import checkpoint, guarding, raise_if_terminated
 from canary.plan import ReleasePlan
 from canary.planner import PhaseKind, phases
 from canary.prefect_variables import prune_quietly
@@ -131,6 +131,7 @@ def releasing(
             progress.tell_retry()
             yield progress
         except (Exception, KeyboardInterrupt) as exc:
+            raise_if_terminated(release)  # the crash hooks roll a terminated run back
             progress.roll_back(exc)
         else:
             progress.finish("promoted", "all traffic on the canary")

@@ -21,6 +21,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
+REPO = Path(__file__).resolve().parents[2]
 LONG_STEP = {"steps": [{"weight": 20, "hold": "30s"}], "analysis": {"interval": 1}}
 
 
@@ -61,23 +62,55 @@ def test_a_terminated_worker_rolls_back_in_its_crash_hook(
     start_sandbox, plan_data, prefect_api_url, tmp_path: Path
 ):
     box = start_sandbox("healthy")
-    data = plan_data(**LONG_STEP)
-    plan, path = plan_from_dict(data), write_plan(tmp_path / "plan.yaml", data)
-    env = os.environ | {"PREFECT_API_URL": prefect_api_url, "PREFECT_HOME": str(tmp_path)}
-    command = [
-        sys.executable, "-m", "canary", "run", str(path), "--kubeconfig", box.kubeconfig,
-        "--mesh-url", box.sandbox.ingress_url,
-    ]  # fmt: skip
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: at_step_1(box), 90, interval=0.02, message="the run to reach step-1")
-        worker.send_signal(signal.SIGTERM)  # as Kubernetes stopping the worker's pod
-        output, _ = worker.communicate(timeout=60)
-    finally:
-        worker.kill()
-    assert "rolling back: run crashed" in output.decode(), output.decode()
+    plan, worker = run_in_a_process(box, plan_data, prefect_api_url, tmp_path)
+    output = stop_at_step_1(box, worker, lambda: worker.send_signal(signal.SIGTERM))
+
+    assert "rolling back: run crashed" in output, output
     assert_all_on_stable(box, plan)
     assert annotations_of(box.get("virtualservices", "reviews"))[OUTCOME] == "rolled-back"
+
+
+def test_a_sigterm_lost_on_the_way_still_rolls_back_in_the_crash_hook(
+    start_sandbox, plan_data, prefect_api_url, tmp_path: Path
+):
+    """As when the code running at that moment swallows Prefect's TerminationSignal."""
+    box, flag = start_sandbox("healthy"), tmp_path / "lose-it"
+    losing = [sys.executable, "-m", "tests.support.lost_sigterm", str(flag), "--"]
+    plan, worker = run_in_a_process(box, plan_data, prefect_api_url, tmp_path, losing)
+    output = stop_at_step_1(box, worker, flag.touch)
+
+    assert "a SIGTERM was lost" in output, output
+    assert "rolling back: run crashed" in output, output
+    assert_all_on_stable(box, plan)
+    assert annotations_of(box.get("virtualservices", "reviews"))[OUTCOME] == "rolled-back"
+
+
+def run_in_a_process(
+    box: Any, plan_data: Any, api_url: str, tmp_path: Path, cli: list[str] | None = None
+) -> tuple[Any, subprocess.Popen]:
+    """`canary run` of a plan whose step-1 holds 30 s, in a process of its own."""
+    data = plan_data(**LONG_STEP)
+    plan, path = plan_from_dict(data), write_plan(tmp_path / "plan.yaml", data)
+    env = os.environ | {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path)}
+    command = [
+        *(cli or [sys.executable, "-m", "canary"]), "run", str(path),
+        "--kubeconfig", box.kubeconfig, "--mesh-url", box.sandbox.ingress_url,
+    ]  # fmt: skip
+    worker = subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    return plan, worker
+
+
+def stop_at_step_1(box: Any, worker: subprocess.Popen, stop: Any) -> str:
+    """Call `stop` once the release is at step-1; the run's output once it ended."""
+    try:
+        wait_until(lambda: at_step_1(box), 90, interval=0.02, message="the run to reach step-1")
+        stop()  # as Kubernetes stopping the worker's pod
+        output, _ = worker.communicate(timeout=120)  # a run the stop missed promotes at 30 s
+    finally:
+        worker.kill()
+    return output.decode()
 
 
 def at_step_1(box: Any) -> bool:
