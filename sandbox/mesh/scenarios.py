@@ -9,7 +9,8 @@ Built-in scenarios (baseline: 0.1 % errors, median 20 ms, p99 60 ms, ready after
 
 * ``healthy``: every version behaves like the baseline.
 * ``faulty``: v2 answers 5xx to 10 % of requests.
-* ``slow``: v2's p99 latency is 300 ms higher than the baseline's (360 ms).
+* ``slow``: v2 is slower across the board: median 120 ms, p99 360 ms (300 ms above the
+  baseline's): some 6 % of its requests take over 250 ms, next to none of v1's.
 * ``unready``: v2's pods never become ready.
 
 A scenario file is YAML::
@@ -125,8 +126,10 @@ BUILTIN_SCENARIOS: dict[str, Scenario] = {
     ),
     "slow": Scenario(
         "slow",
-        versions={"v2": replace(BASELINE, latency_p99_ms=360.0)},
-        description="v2's p99 latency is 300 ms above v1's",
+        # Slower as a whole, not in a thin tail: a p99 ceiling of 250 ms (at most 1 % of
+        # requests slower) is then broken by a share that a short hold's traffic can show.
+        versions={"v2": replace(BASELINE, latency_median_ms=120.0, latency_p99_ms=360.0)},
+        description="v2 is slower: median 120 ms, p99 360 ms, 300 ms above v1's",
     ),
     "unready": Scenario(
         "unready",
